@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Wire format v1 (docs/PROTOCOL.md is the contract; this file follows it).
+ * Every integer is big-endian. A frame is an 8-byte header and a payload:
+ *
+ *   0       4      5       6        8
+ *   +-------+------+-------+--------+----------------+
+ *   | len   | type | flags | rsvd   | payload (len)  |
+ *   +-------+------+-------+--------+----------------+
+ *
+ * flags and rsvd must be zero in v1.
+ */
+#ifndef PM_FRAME_H
+#define PM_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define FRAME_HDR		8u
+#define FRAME_HELLO		0x01	/* handshake, both sides, first frame */
+#define FRAME_ACCEPT		0x02	/* arbiter keeps this connection */
+#define FRAME_CLOSE		0x03	/* reason, then the sender closes */
+#define FRAME_DATA		0x10	/* one user message */
+
+#define HELLO_LEN		48u	/* HELLO payload, fixed */
+#define CLOSE_LEN		4u	/* CLOSE payload, fixed */
+#define HANDSHAKE_MAX		HELLO_LEN /* largest handshake payload */
+#define HELLO_MAGIC		0x504d5348u /* "PMSH" */
+
+/* Advertised address types in HELLO (transport bindings). */
+#define ADDR_NONE		0
+#define ADDR_TCP4		1
+#define ADDR_TCP6		2
+
+struct frame {
+	uint32_t len;		/* payload length */
+	uint8_t type;
+	const uint8_t *payload;	/* points into the caller's buffer */
+};
+
+struct hello {
+	uint8_t version;
+	uint8_t flags;
+	uint64_t node_id;
+	uint64_t nonce;		/* random per process: tells self-dials apart */
+	uint32_t max_message;
+	uint8_t addr_type;
+	uint16_t port;
+	uint8_t addr[16];	/* IPv4 in the first 4 bytes */
+};
+
+/*
+ * Decodes one frame header at buf. Returns the whole frame's size (header +
+ * payload) when it is all in buf, 0 when more bytes are needed, -EBADMSG for
+ * non-zero flags or reserved bits, -EMSGSIZE when len > max_payload, -EPROTO
+ * for an unknown type. f->payload points into buf.
+ */
+long frame_decode(const uint8_t *buf, size_t avail, uint32_t max_payload,
+		  struct frame *f);
+
+/* Writes an 8-byte frame header at dst. */
+void frame_put_hdr(uint8_t *dst, uint8_t type, uint32_t len);
+
+/* Writes a whole HELLO frame (header + HELLO_LEN) at dst. */
+void hello_put(uint8_t *dst, const struct hello *h);
+
+/*
+ * Parses a HELLO payload of len bytes. Returns 0, -EBADMSG for a bad length,
+ * magic or reserved bits, -EPROTONOSUPPORT for another version.
+ */
+int hello_parse(const uint8_t *p, size_t len, struct hello *h);
+
+/* Writes a whole CLOSE frame (header + CLOSE_LEN) at dst. */
+void close_put(uint8_t *dst, uint16_t reason);
+
+/* Parses a CLOSE payload. Returns the reason or -EBADMSG. */
+int close_parse(const uint8_t *p, size_t len);
+
+static inline void put_be16(uint8_t *p, uint16_t v)
+{
+	p[0] = v >> 8;
+	p[1] = v;
+}
+
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = v >> 24;
+	p[1] = v >> 16;
+	p[2] = v >> 8;
+	p[3] = v;
+}
+
+static inline void put_be64(uint8_t *p, uint64_t v)
+{
+	put_be32(p, v >> 32);
+	put_be32(p + 4, (uint32_t)v);
+}
+
+static inline uint16_t get_be16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] << 8 | p[1]);
+}
+
+static inline uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static inline uint64_t get_be64(const uint8_t *p)
+{
+	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+#endif
