@@ -1,0 +1,423 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A node: configuration, the engine chosen at run time, the listener, the
+ * slabs, and the loop that turns completions into callbacks.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "node.h"
+
+#define DEFAULT_MAX_PEERS	1024
+#define DEFAULT_RING		(1u << 20)
+#define DEFAULT_MAX_MESSAGE	(256u << 10)
+#define MAX_PEERS_LIMIT		(1u << 20)
+
+uint64_t node_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t make_tag(uint32_t idx, uint32_t gen, enum op op)
+{
+	return (uint64_t)gen << 32 | (uint64_t)(idx & 0x0fffffff) << 4 | op;
+}
+
+void pm_config_init(struct pm_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->listen = "127.0.0.1:0";
+	c->max_peers = DEFAULT_MAX_PEERS;
+	c->ring_size = DEFAULT_RING;
+	c->max_message = DEFAULT_MAX_MESSAGE;
+}
+
+const char *pm_close_reason_str(enum pm_close_reason r)
+{
+	static const char *const names[] = {
+		[PM_CLOSE_NONE] = "none",
+		[PM_CLOSE_NORMAL] = "normal",
+		[PM_CLOSE_DUPLICATE] = "duplicate",
+		[PM_CLOSE_BUSY] = "busy",
+		[PM_CLOSE_PROTOCOL] = "protocol error",
+		[PM_CLOSE_TOO_BIG] = "message too big",
+		[PM_CLOSE_VERSION] = "unsupported version",
+		[PM_CLOSE_SELF] = "self",
+		[PM_CLOSE_ID_CONFLICT] = "id conflict",
+		[PM_CLOSE_SHUTDOWN] = "shutdown",
+		[PM_CLOSE_REPLACED] = "replaced",
+	};
+
+	if ((unsigned)r < sizeof(names) / sizeof(names[0]) && names[r])
+		return names[r];
+	return "unknown";
+}
+
+static int check_config(const struct pm_config *c)
+{
+	if (!c->max_peers || c->max_peers > MAX_PEERS_LIMIT)
+		return -EINVAL;
+	if (!ring_size_ok(c->ring_size))
+		return -EINVAL;
+	if (!c->max_message || c->max_message > c->ring_size - FRAME_HDR)
+		return -EINVAL;
+	if (c->engine != PM_ENGINE_AUTO && c->engine != PM_ENGINE_IO_URING &&
+	    c->engine != PM_ENGINE_EPOLL)
+		return -EINVAL;
+	return 0;
+}
+
+/* PAIRMESH_ENGINE=io_uring|epoll|auto forces a backend for AUTO configs. */
+static int engine_wanted(enum pm_engine cfg, enum pm_engine *out)
+{
+	const char *env = getenv("PAIRMESH_ENGINE");
+
+	*out = cfg;
+	if (cfg != PM_ENGINE_AUTO || !env || !*env || !strcmp(env, "auto"))
+		return 0;
+	if (!strcmp(env, "io_uring"))
+		*out = PM_ENGINE_IO_URING;
+	else if (!strcmp(env, "epoll"))
+		*out = PM_ENGINE_EPOLL;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static int start_engine(struct pm_node *n)
+{
+	enum pm_engine want;
+	unsigned entries = 256;
+	int r = engine_wanted(n->cfg.engine, &want);
+
+	if (r)
+		return r;
+	if (want != PM_ENGINE_EPOLL) {
+		r = engine_uring_ops.init(&n->eng, n, entries);
+		if (!r) {
+			n->eng_ops = &engine_uring_ops;
+			return 0;
+		}
+		if (want == PM_ENGINE_IO_URING)
+			return -EPROTONOSUPPORT;
+		static bool logged;
+
+		/* Once per process: every node would say the same. */
+		if (!logged) {
+			logged = true;
+			fprintf(stderr, "pairmesh: io_uring unavailable (%s), "
+				"using epoll\n", strerror(-r));
+		}
+	}
+	r = engine_epoll_ops.init(&n->eng, n, entries);
+	if (r)
+		return r;
+	n->eng_ops = &engine_epoll_ops;
+	return 0;
+}
+
+static int start_listener(struct pm_node *n)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int one = 1, fd, r;
+
+	r = addr_parse(n->cfg.listen, &ss, &len);
+	if (r)
+		return r;
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+		    0);
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, len) || listen(fd, 4096)) {
+		r = -errno;
+		goto out_close_fd;
+	}
+	n->listen_len = sizeof(n->listen_addr);
+	if (getsockname(fd, (struct sockaddr *)&n->listen_addr,
+			&n->listen_len)) {
+		r = -errno;
+		goto out_close_fd;
+	}
+	n->listen_fd = fd;
+	return 0;
+out_close_fd:
+	close(fd);
+	return r;
+}
+
+static int alloc_slabs(struct pm_node *n)
+{
+	n->npeers = n->cfg.max_peers + 1;
+	n->self = n->cfg.max_peers;
+	n->nconns = 2 * n->cfg.max_peers + 2;
+	n->peers = calloc(n->npeers, sizeof(*n->peers));
+	n->conns = calloc(n->nconns, sizeof(*n->conns));
+	n->dirty = calloc(n->npeers, sizeof(*n->dirty));
+	if (!n->peers || !n->conns || !n->dirty)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n->npeers; i++) {
+		n->peers[i].gen = 1;
+		n->peers[i].next_free = i + 1 < n->self ? i + 1 : NONE;
+	}
+	n->peer_free = 0;
+	for (uint32_t i = 0; i < n->nconns; i++) {
+		n->conns[i].fd = -1;
+		n->conns[i].gen = 1;
+		n->conns[i].next_free = i + 1 < n->nconns ? i + 1 : NONE;
+	}
+	n->conn_free = 0;
+
+	struct peer *self = &n->peers[n->self];
+
+	self->state = PEER_SELF;
+	self->live = NONE;
+	self->alias_to = NONE;
+	self->peer_max = n->cfg.max_message;
+	return ring_map(&self->tx, n->cfg.ring_size);
+}
+
+int pm_node_create(struct pm_node **out, const struct pm_config *c)
+{
+	struct pm_node *n;
+	int r;
+
+	if (!out || !c)
+		return -EINVAL;
+	r = check_config(c);
+	if (r)
+		return r;
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->cfg = *c;
+	n->listen_fd = -1;
+	for (int i = 0; i < MAX_WATCHES; i++)
+		n->watches[i].fd = -1;
+	if (getrandom(&n->nonce, sizeof(n->nonce), 0) != sizeof(n->nonce)) {
+		r = -EIO;
+		goto out_free;
+	}
+	n->id = c->node_id;
+	while (!n->id) {
+		if (getrandom(&n->id, sizeof(n->id), 0) != sizeof(n->id)) {
+			r = -EIO;
+			goto out_free;
+		}
+	}
+	r = alloc_slabs(n);
+	if (r)
+		goto out_free;
+	r = start_listener(n);
+	if (r)
+		goto out_free;
+	r = start_engine(n);
+	if (r)
+		goto out_free;
+	n->peers[n->self].id = n->id;
+	r = n->eng_ops->accept(n->eng, n->listen_fd, make_tag(0, 0, OP_ACCEPT));
+	if (r)
+		goto out_free;
+	*out = n;
+	return 0;
+out_free:
+	pm_node_destroy(n);
+	return r;
+}
+
+void pm_node_destroy(struct pm_node *n)
+{
+	if (!n)
+		return;
+	/* Tear the engine down first: io_uring stops touching our rings. */
+	if (n->eng)
+		n->eng_ops->fini(n->eng);
+	for (uint32_t i = 0; n->conns && i < n->nconns; i++)
+		if (n->conns[i].fd >= 0)
+			close(n->conns[i].fd);
+	for (uint32_t i = 0; n->peers && i < n->npeers; i++) {
+		ring_unmap(&n->peers[i].tx);
+		ring_unmap(&n->peers[i].rx);
+	}
+	if (n->listen_fd >= 0)
+		close(n->listen_fd);
+	free(n->peers);
+	free(n->conns);
+	free(n->dirty);
+	free(n);
+}
+
+static void watch_arm(struct pm_node *n, uint32_t i)
+{
+	struct watch *w = &n->watches[i];
+
+	if (w->fd < 0 || w->armed)
+		return;
+	if (!n->eng_ops->poll_in(n->eng, w->fd, make_tag(i, w->gen, OP_WATCH)))
+		w->armed = true;
+}
+
+static void watch_complete(struct pm_node *n, uint32_t i, uint32_t gen,
+			   int res)
+{
+	struct watch *w = &n->watches[i];
+
+	if (i >= MAX_WATCHES || w->gen != gen || w->fd < 0)
+		return;
+	w->armed = false;
+	if (res >= 0 || res == -ECANCELED)
+		w->fn(n, w->fd, w->user);
+	if (w->gen == gen)
+		watch_arm(n, i);
+}
+
+int pm_watch_fd(struct pm_node *n, int fd, pm_fd_fn fn, void *user)
+{
+	int free_i = -1;
+
+	for (int i = 0; i < MAX_WATCHES; i++) {
+		struct watch *w = &n->watches[i];
+
+		if (w->fd == fd) {
+			if (fn)
+				return -EEXIST;
+			/* A poll in flight completes later with a stale gen. */
+			if (w->armed)
+				n->eng_ops->cancel(n->eng, fd);
+			w->fd = -1;
+			w->gen++;
+			w->armed = false;
+			return 0;
+		}
+		if (w->fd < 0 && free_i < 0)
+			free_i = i;
+	}
+	if (!fn)
+		return -ENOENT;
+	if (free_i < 0 || fd < 0)
+		return fd < 0 ? -EBADF : -ENOSPC;
+	n->watches[free_i] = (struct watch){
+		.fd = fd, .gen = n->watches[free_i].gen + 1, .fn = fn,
+		.user = user,
+	};
+	watch_arm(n, (uint32_t)free_i);
+	return 0;
+}
+
+void core_complete(struct pm_node *n, uint64_t tag, int res)
+{
+	enum op op = (enum op)(tag & 15);
+	uint32_t idx = (uint32_t)(tag >> 4) & 0x0fffffff;
+	uint32_t gen = (uint32_t)(tag >> 32);
+
+	switch (op) {
+	case OP_ACCEPT:
+		if (res >= 0)
+			conn_accepted(n, res);
+		break;
+	case OP_WATCH:
+		watch_complete(n, idx, gen, res);
+		break;
+	default:
+		conn_complete(n, idx, gen, op, res);
+		break;
+	}
+}
+
+int pm_node_run(struct pm_node *n, int timeout_ms)
+{
+	int done = 0, r;
+
+	if (node_deliver_self(n))
+		timeout_ms = 0;
+	if (n->aliases)
+		node_drain_aliases(n);
+	node_flush_dirty(n);
+	if (n->ndirty || ring_used(&n->peers[n->self].tx))
+		timeout_ms = 0;
+	if (n->orphans)
+		node_check_orphans(n);
+	if (n->draining || n->orphans) {
+		conn_check_deadlines(n);
+		if (timeout_ms < 0 || timeout_ms > 100)
+			timeout_ms = 100;	/* wake up to end drains */
+	}
+	r = n->eng_ops->wait(n->eng, timeout_ms);
+	if (r < 0)
+		return r;
+	done += r;
+	return done;
+}
+
+int pm_node_shutdown(struct pm_node *n, int timeout_ms)
+{
+	uint64_t deadline = node_now_ms() + (uint64_t)(timeout_ms < 0 ? 0 :
+							    timeout_ms);
+
+	for (uint32_t i = 0; i < n->self; i++) {
+		struct peer *p = &n->peers[i];
+
+		if (p->state != PEER_PENDING && p->state != PEER_LIVE &&
+		    p->state != PEER_CLOSING)
+			continue;
+		if (p->state == PEER_PENDING && !ring_used(&p->tx)) {
+			peer_closed(n, i, -ECANCELED, PM_CLOSE_SHUTDOWN);
+			continue;
+		}
+		if (p->state != PEER_CLOSING) {
+			p->state = PEER_CLOSING;
+			p->close_reason = PM_CLOSE_SHUTDOWN;
+		}
+		if (p->live != NONE)
+			conn_graceful(n, &n->conns[p->live], p->close_reason);
+	}
+	while (n->conns_used && node_now_ms() < deadline) {
+		int r = pm_node_run(n, 10);
+
+		if (r < 0 && r != -EINTR)
+			break;
+	}
+	if (!n->conns_used)
+		return 0;
+	for (uint32_t i = 0; i < n->self; i++)
+		if (n->peers[i].state != PEER_FREE &&
+		    n->peers[i].state != PEER_ZOMBIE)
+			peer_closed(n, i, -ETIMEDOUT, PM_CLOSE_SHUTDOWN);
+	for (uint32_t i = 0; i < n->nconns; i++)
+		conn_abort(n, &n->conns[i]);
+	return -ETIMEDOUT;
+}
+
+uint64_t pm_node_id(const struct pm_node *n)
+{
+	return n->id;
+}
+
+const char *pm_node_engine(const struct pm_node *n)
+{
+	return n->eng_ops->name;
+}
+
+int pm_node_listen_addr(const struct pm_node *n, char *buf, size_t len)
+{
+	return addr_format((const struct sockaddr *)&n->listen_addr, buf, len);
+}
+
+void pm_node_stats(const struct pm_node *n, struct pm_stats *st)
+{
+	*st = n->st;
+	st->conns_open = n->conns_used;
+	st->peers_live = 0;
+	for (uint32_t i = 0; i < n->self; i++)
+		if (n->peers[i].state == PEER_LIVE)
+			st->peers_live++;
+}

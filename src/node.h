@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internal state of a node. A peer (slot of the fixed slab) is the logical
+ * pair stream the user holds a handle to; a conn is one transport
+ * connection. A peer has at most one LIVE conn, plus handshaking conns while
+ * the pair rule (docs/PROTOCOL.md) is deciding.
+ */
+#ifndef PM_NODE_H
+#define PM_NODE_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "pairmesh.h"
+#include "engine.h"
+#include "frame.h"
+#include "ring.h"
+
+#define NONE		UINT32_MAX
+#define PEER_CONNS	4	/* conns attached to one peer at most */
+#define MAX_WATCHES	16
+#define DRAIN_MS	2000	/* a closing conn waits this long for EOF */
+#define ORPHAN_MS	5000	/* a slot waits this long for the pair winner */
+
+/* Operation in a completion tag: gen << 32 | index << 4 | op. */
+enum op {
+	OP_ACCEPT = 1,
+	OP_CONNECT,
+	OP_RECV,
+	OP_SEND,
+	OP_WATCH,
+};
+
+enum conn_state {
+	CONN_FREE = 0,
+	CONN_CONNECTING,	/* dialler: connect in flight */
+	CONN_HELLO,		/* reading the peer's HELLO */
+	CONN_VERDICT,		/* non-arbiter: reading ACCEPT or CLOSE */
+	CONN_LIVE,		/* carrying the peer's stream */
+	CONN_DRAIN,		/* CLOSE sent, write side shut, reading to EOF */
+	CONN_DEAD,		/* waiting for in-flight completions */
+};
+
+struct conn {
+	int fd;
+	uint32_t gen;
+	uint8_t state;
+	bool dialled;
+	bool recv_armed;
+	bool send_armed;
+	bool recv_to_ring;	/* the armed recv targets the peer's RX ring */
+	bool send_from_ring;	/* the armed send comes from the peer's TX ring */
+	bool closing;		/* send CLOSE(close_reason) once TX is empty */
+	bool close_queued;
+	uint16_t close_reason;
+	uint32_t peer;		/* owning slot, or NONE once detached */
+	uint32_t pin_slot;	/* slot whose ring the armed I/O uses */
+	uint32_t next_free;
+	uint64_t deadline_ms;	/* CONN_DRAIN: give up waiting for EOF */
+	struct sockaddr_storage remote;
+	socklen_t remote_len;
+	struct hello hello;	/* the peer's, once read */
+	uint32_t hs_have;
+	uint8_t hs_rx[FRAME_HDR + HANDSHAKE_MAX];
+	uint32_t hs_tx_len;	/* handshake frames queued from hs_tx */
+	uint32_t hs_tx_off;	/* ... of which sent */
+	uint8_t hs_tx[2 * FRAME_HDR + HELLO_LEN + FRAME_HDR + CLOSE_LEN];
+};
+
+enum peer_state {
+	PEER_FREE = 0,
+	PEER_PENDING,		/* no live conn yet */
+	PEER_LIVE,
+	PEER_CLOSING,		/* user closed: flush, then CLOSE */
+	PEER_ALIAS,		/* merged into alias_to; drains its TX there */
+	PEER_ZOMBIE,		/* dead, waiting for ring I/O to finish */
+	PEER_SELF,
+};
+
+struct peer {
+	uint32_t gen;
+	uint8_t state;
+	bool user_visible;	/* the user holds a handle to it */
+	bool announced;		/* PM_EV_CONNECTED was emitted */
+	bool paused;		/* a message callback said -EAGAIN */
+	bool want_writable;	/* a send said -EAGAIN */
+	bool dirty;		/* on the flush list */
+	bool has_addr;
+	bool reserved;		/* pm_reserve without pm_commit yet */
+	bool redeliver;		/* resumed: deliver from RX on the next turn */
+	uint16_t close_reason;	/* PEER_CLOSING: the reason to send */
+	uint32_t reserve_len;
+	uint32_t live;		/* conn index or NONE */
+	uint32_t nconns;
+	uint32_t conns[PEER_CONNS];
+	uint32_t pins;		/* ring I/O in flight */
+	uint32_t alias_to;	/* PEER_ALIAS: target slot */
+	uint32_t next_free;
+	uint32_t peer_max;	/* the peer's max_message */
+	uint32_t tx_sent;	/* bytes of TX already sent past tx.head */
+	uint64_t orphan_until;	/* lost its dial to DUPLICATE: waits this
+				 * long for the winning connection */
+	uint64_t id;		/* 0 until the handshake */
+	struct sockaddr_storage addr;	/* dialled or advertised */
+	socklen_t addr_len;
+	struct ring tx;
+	struct ring rx;
+};
+
+struct watch {
+	int fd;			/* -1: free */
+	uint32_t gen;
+	bool armed;
+	pm_fd_fn fn;
+	void *user;
+};
+
+struct pm_node {
+	struct pm_config cfg;
+	uint64_t id;
+	uint64_t nonce;
+	const struct engine_ops *eng_ops;
+	struct engine *eng;
+	int listen_fd;
+	struct sockaddr_storage listen_addr;
+	socklen_t listen_len;
+
+	uint32_t npeers;	/* max_peers + 1: the last slot is self */
+	uint32_t self;
+	struct peer *peers;
+	uint32_t peer_free;
+	uint32_t peers_used;
+
+	uint32_t nconns;
+	struct conn *conns;
+	uint32_t conn_free;
+	uint32_t conns_used;
+
+	uint32_t *dirty;	/* slots with TX to flush */
+	uint32_t ndirty;
+	uint32_t draining;	/* conns in CONN_DRAIN */
+	uint32_t aliases;	/* slots in PEER_ALIAS with TX left */
+	uint32_t orphans;	/* pending slots waiting for the winner */
+
+	struct watch watches[MAX_WATCHES];
+	uint8_t scratch[4096];	/* recv target for CONN_DRAIN */
+	struct pm_stats st;
+};
+
+/* node.c */
+uint64_t node_now_ms(void);
+uint64_t make_tag(uint32_t idx, uint32_t gen, enum op op);
+
+/* conn.c */
+int conn_dial(struct pm_node *n, uint32_t slot, const struct sockaddr *sa,
+	      socklen_t len);
+void conn_accepted(struct pm_node *n, int fd);
+void conn_complete(struct pm_node *n, uint32_t ci, uint32_t gen,
+		   enum op op, int res);
+void conn_flush(struct pm_node *n, struct conn *c);
+void conn_abort(struct pm_node *n, struct conn *c);
+void conn_graceful(struct pm_node *n, struct conn *c, uint16_t reason);
+void conn_check_deadlines(struct pm_node *n);
+void conn_arm_recv(struct pm_node *n, struct conn *c);
+void conn_reject(struct pm_node *n, struct conn *c, uint16_t reason);
+struct conn *conn_get(struct pm_node *n, uint32_t ci);
+
+/* stream.c */
+uint32_t peer_alloc(struct pm_node *n);
+void peer_attach(struct pm_node *n, uint32_t slot, uint32_t ci);
+void peer_detach(struct pm_node *n, uint32_t slot, uint32_t ci);
+void peer_unpin(struct pm_node *n, uint32_t slot);
+void peer_mark_dirty(struct pm_node *n, uint32_t slot);
+void peer_went_live(struct pm_node *n, uint32_t slot, uint32_t ci);
+void peer_closed(struct pm_node *n, uint32_t slot, int error,
+		 enum pm_close_reason reason);
+void peer_deliver(struct pm_node *n, uint32_t slot);
+void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t bytes);
+int peer_hello(struct pm_node *n, struct conn *c);
+void node_flush_dirty(struct pm_node *n);
+void node_drain_aliases(struct pm_node *n);
+void node_check_orphans(struct pm_node *n);
+bool node_deliver_self(struct pm_node *n);
+void emit(struct pm_node *n, enum pm_event_type type, uint32_t slot,
+	  int error, enum pm_close_reason reason, uint64_t unsent);
+struct pm_stream handle_of(struct pm_node *n, uint32_t slot);
+
+/* addr.c */
+int addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+int addr_format(const struct sockaddr *sa, char *buf, size_t len);
+bool addr_equal(const struct sockaddr *a, const struct sockaddr *b);
+bool addr_is_any(const struct sockaddr *sa);
+void addr_to_hello(const struct sockaddr *sa, struct hello *h);
+socklen_t addr_from_hello(const struct hello *h, const struct sockaddr *seen,
+			  struct sockaddr_storage *out);
+
+#endif

@@ -1,0 +1,813 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pair streams: the fixed peer slab, handles with generations, the pair
+ * rule that keeps one connection per pair of nodes, merging of two streams
+ * that turn out to name the same node, zero-copy delivery from the RX ring,
+ * and the public send/reserve/commit/close calls.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "node.h"
+
+struct pm_stream handle_of(struct pm_node *n, uint32_t slot)
+{
+	struct pm_stream s = { 0 };
+
+	if (slot < n->npeers)
+		s.h = (uint64_t)n->peers[slot].gen << 32 | slot;
+	return s;
+}
+
+/* The slot a handle names, or NULL when the handle is stale. */
+static struct peer *lookup(struct pm_node *n, struct pm_stream s,
+			   uint32_t *slot)
+{
+	uint32_t i = (uint32_t)s.h;
+	struct peer *p;
+
+	if (i >= n->npeers)
+		return NULL;
+	p = &n->peers[i];
+	if (p->gen != (uint32_t)(s.h >> 32) || p->state == PEER_FREE ||
+	    p->state == PEER_ZOMBIE)
+		return NULL;
+	*slot = i;
+	return p;
+}
+
+/*
+ * Where a handle's messages go. An alias still holding TX of its own (or a
+ * reservation) keeps taking messages itself so that order is kept; once
+ * drained, it forwards to its target.
+ */
+static uint32_t resolve(struct pm_node *n, uint32_t slot)
+{
+	struct peer *p = &n->peers[slot];
+
+	if (p->state == PEER_ALIAS && !p->reserved && !ring_used(&p->tx))
+		return p->alias_to;
+	return slot;
+}
+
+void emit(struct pm_node *n, enum pm_event_type type, uint32_t slot,
+	  int error, enum pm_close_reason reason, uint64_t unsent)
+{
+	struct pm_event ev = {
+		.type = type,
+		.error = error,
+		.reason = reason,
+		.unsent = unsent,
+	};
+
+	if (slot != NONE) {
+		ev.stream = handle_of(n, slot);
+		ev.peer_id = n->peers[slot].id;
+	}
+	if (n->cfg.on_event)
+		n->cfg.on_event(n, &ev, n->cfg.user);
+}
+
+uint32_t peer_alloc(struct pm_node *n)
+{
+	uint32_t slot = n->peer_free;
+	struct peer *p;
+
+	if (slot == NONE)
+		return NONE;
+	p = &n->peers[slot];
+	/* Rings are mapped on first use and kept for the slot's next peer:
+	 * no mapping on the connection path once the slab is warm. */
+	if (!p->tx.base && ring_map(&p->tx, n->cfg.ring_size))
+		return NONE;
+	if (!p->rx.base && ring_map(&p->rx, n->cfg.ring_size))
+		return NONE;
+	n->peer_free = p->next_free;
+
+	struct ring tx = p->tx, rx = p->rx;
+	uint32_t gen = p->gen;
+
+	memset(p, 0, sizeof(*p));
+	p->gen = gen;
+	p->tx = tx;
+	p->rx = rx;
+	ring_reset(&p->tx);
+	ring_reset(&p->rx);
+	p->state = PEER_PENDING;
+	p->live = NONE;
+	p->alias_to = NONE;
+	p->next_free = NONE;
+	p->peer_max = n->cfg.max_message;
+	n->peers_used++;
+	return slot;
+}
+
+static void peer_release(struct pm_node *n, uint32_t slot)
+{
+	struct peer *p = &n->peers[slot];
+
+	p->state = PEER_FREE;
+	p->next_free = n->peer_free;
+	n->peer_free = slot;
+	n->peers_used--;
+}
+
+/* Ends a slot's life: handles go stale now, the slot is reused only once
+ * the kernel no longer reads or writes its rings. */
+static void peer_kill(struct pm_node *n, uint32_t slot)
+{
+	struct peer *p = &n->peers[slot];
+
+	if (p->state == PEER_ALIAS && ring_used(&p->tx))
+		n->aliases--;
+	p->gen = p->gen + 1 ? p->gen + 1 : 1;
+	p->state = PEER_ZOMBIE;
+	p->id = 0;
+	if (!p->pins)
+		peer_release(n, slot);
+}
+
+void peer_unpin(struct pm_node *n, uint32_t slot)
+{
+	struct peer *p = &n->peers[slot];
+
+	if (--p->pins == 0 && p->state == PEER_ZOMBIE)
+		peer_release(n, slot);
+}
+
+void peer_attach(struct pm_node *n, uint32_t slot, uint32_t ci)
+{
+	struct peer *p = &n->peers[slot];
+
+	n->conns[ci].peer = slot;
+	if (p->nconns < PEER_CONNS) {
+		p->conns[p->nconns++] = ci;
+		return;
+	}
+	/* More simultaneous dials than any race produces: refuse this one. */
+	n->conns[ci].peer = NONE;
+	conn_reject(n, &n->conns[ci], PM_CLOSE_DUPLICATE);
+}
+
+void peer_detach(struct pm_node *n, uint32_t slot, uint32_t ci)
+{
+	struct peer *p = &n->peers[slot];
+
+	for (uint32_t i = 0; i < p->nconns; i++) {
+		if (p->conns[i] == ci) {
+			p->conns[i] = p->conns[--p->nconns];
+			break;
+		}
+	}
+	if (p->live == ci)
+		p->live = NONE;
+	n->conns[ci].peer = NONE;
+}
+
+void peer_mark_dirty(struct pm_node *n, uint32_t slot)
+{
+	struct peer *p = &n->peers[slot];
+
+	if (!p->dirty) {
+		p->dirty = true;
+		n->dirty[n->ndirty++] = slot;
+	}
+}
+
+static uint64_t count_frames(struct ring *r)
+{
+	uint64_t count = 0;
+
+	for (uint32_t at = r->head; at != r->tail;
+	     at += FRAME_HDR + get_be32(r->base + (at & r->mask)))
+		count++;
+	return count;
+}
+
+static uint32_t largest_frame(struct ring *r)
+{
+	uint32_t most = 0;
+
+	for (uint32_t at = r->head; at != r->tail;) {
+		uint32_t len = get_be32(r->base + (at & r->mask));
+
+		most = len > most ? len : most;
+		at += FRAME_HDR + len;
+	}
+	return most;
+}
+
+void peer_closed(struct pm_node *n, uint32_t slot, int error,
+		 enum pm_close_reason reason)
+{
+	struct peer *p = &n->peers[slot];
+	uint64_t unsent;
+
+	if (p->state == PEER_FREE || p->state == PEER_ZOMBIE ||
+	    p->state == PEER_SELF)
+		return;
+	unsent = count_frames(&p->tx);
+	while (p->nconns) {
+		struct conn *c = &n->conns[p->conns[--p->nconns]];
+
+		c->peer = NONE;
+		if (c->state != CONN_DRAIN)	/* else: finishing its close */
+			conn_abort(n, c);
+	}
+	p->live = NONE;
+	if (p->orphan_until) {
+		p->orphan_until = 0;
+		n->orphans--;
+	}
+	bool tell = p->user_visible || p->announced;
+	struct pm_stream h = handle_of(n, slot);
+	uint64_t id = p->id;
+
+	peer_kill(n, slot);
+	/* Handles merged into this one die with it. */
+	for (uint32_t i = 0; i < n->npeers; i++) {
+		struct peer *a = &n->peers[i];
+
+		if (a->state == PEER_ALIAS && a->alias_to == slot) {
+			struct pm_event ev = {
+				.type = PM_EV_CLOSED, .stream = handle_of(n, i),
+				.peer_id = id, .error = error, .reason = reason,
+				.unsent = count_frames(&a->tx),
+			};
+
+			peer_kill(n, i);
+			if (n->cfg.on_event)
+				n->cfg.on_event(n, &ev, n->cfg.user);
+		}
+	}
+	if (tell && n->cfg.on_event) {
+		struct pm_event ev = {
+			.type = PM_EV_CLOSED, .stream = h, .peer_id = id,
+			.error = error, .reason = reason, .unsent = unsent,
+		};
+
+		n->cfg.on_event(n, &ev, n->cfg.user);
+	}
+}
+
+void peer_went_live(struct pm_node *n, uint32_t slot, uint32_t ci)
+{
+	struct peer *p = &n->peers[slot];
+	struct conn *c = &n->conns[ci];
+	uint32_t gen = p->gen;
+
+	if (p->live != NONE && p->live != ci) {
+		/* The arbiter accepted a second connection while ours still
+		 * looks alive (it restarted, or dropped the old one first).
+		 * The old one's ring I/O may still be in flight, so the new
+		 * one cannot take over the rings: refuse it; the old one's
+		 * end arrives as an error and the next send dials again. */
+		n->st.duplicates_closed++;
+		conn_reject(n, c, PM_CLOSE_DUPLICATE);
+		return;
+	}
+	c->state = CONN_LIVE;
+	p->live = ci;
+	p->tx_sent = 0;
+	if (p->orphan_until) {
+		p->orphan_until = 0;
+		n->orphans--;
+	}
+	if (p->state == PEER_PENDING)
+		p->state = PEER_LIVE;
+	if (!p->announced) {
+		p->announced = true;
+		p->user_visible = true;
+		emit(n, PM_EV_CONNECTED, slot, 0, PM_CLOSE_NONE, 0);
+		if (p->gen != gen || c->state != CONN_LIVE || p->live != ci)
+			return;	/* the callback closed it */
+	}
+	if (p->state == PEER_CLOSING)
+		conn_graceful(n, c, p->close_reason);
+	else
+		peer_mark_dirty(n, slot);
+	conn_flush(n, c);
+	conn_arm_recv(n, c);
+}
+
+void node_check_orphans(struct pm_node *n)
+{
+	uint64_t now = node_now_ms();
+
+	for (uint32_t i = 0; i < n->self && n->orphans; i++) {
+		struct peer *p = &n->peers[i];
+
+		if (p->orphan_until && now >= p->orphan_until)
+			peer_closed(n, i, -ETIMEDOUT, PM_CLOSE_DUPLICATE);
+	}
+}
+
+static uint32_t find_by_id(struct pm_node *n, uint64_t id, uint32_t not)
+{
+	for (uint32_t i = 0; i < n->self; i++) {
+		struct peer *p = &n->peers[i];
+
+		if (i != not && p->id == id &&
+		    (p->state == PEER_PENDING || p->state == PEER_LIVE ||
+		     p->state == PEER_CLOSING))
+			return i;
+	}
+	return NONE;
+}
+
+static uint32_t find_by_addr(struct pm_node *n, const struct sockaddr *sa,
+			     uint32_t not)
+{
+	for (uint32_t i = 0; i < n->self; i++) {
+		struct peer *p = &n->peers[i];
+
+		if (i != not && p->has_addr &&
+		    (p->state == PEER_PENDING || p->state == PEER_LIVE) &&
+		    addr_equal((struct sockaddr *)&p->addr, sa))
+			return i;
+	}
+	return NONE;
+}
+
+/* absorbed's handle now leads to survivor; its queued messages follow. */
+static void absorb(struct pm_node *n, uint32_t absorbed, uint32_t survivor)
+{
+	struct peer *a = &n->peers[absorbed];
+
+	while (a->nconns) {
+		uint32_t ci = a->conns[--a->nconns];
+
+		peer_attach(n, survivor, ci);
+	}
+	if (a->orphan_until) {
+		a->orphan_until = 0;
+		n->orphans--;
+	}
+	a->live = NONE;
+	if (!a->user_visible && !ring_used(&a->tx)) {
+		peer_kill(n, absorbed);
+		return;
+	}
+	a->state = PEER_ALIAS;
+	a->alias_to = survivor;
+	a->id = n->peers[survivor].id;
+	if (ring_used(&a->tx))
+		n->aliases++;
+}
+
+/* Which of two slots naming one node carries on. */
+static uint32_t pick_survivor(struct pm_node *n, uint32_t x, uint32_t y)
+{
+	struct peer *a = &n->peers[x], *b = &n->peers[y];
+
+	if (a->live != NONE)
+		return x;
+	if (b->live != NONE)
+		return y;
+	if (a->user_visible != b->user_visible)
+		return a->user_visible ? x : y;
+	return y;	/* the older one: it was found, not created */
+}
+
+int peer_hello(struct pm_node *n, struct conn *c)
+{
+	const struct hello *h = &c->hello;
+	uint32_t ci = (uint32_t)(c - n->conns);
+	uint32_t slot = c->peer, q;
+	struct sockaddr_storage adv;
+	socklen_t adv_len;
+
+	if (h->node_id == n->id) {
+		if (h->nonce != n->nonce) {
+			n->st.protocol_errors++;
+			conn_reject(n, c, PM_CLOSE_ID_CONFLICT);
+			if (n->peers[slot].nconns == 0)
+				peer_closed(n, slot, -EADDRINUSE,
+					    PM_CLOSE_ID_CONFLICT);
+			return 0;
+		}
+		/* We dialled ourselves: the stream is the self stream. */
+		conn_reject(n, c, PM_CLOSE_SELF);
+		if (n->peers[slot].nconns == 0)
+			absorb(n, slot, n->self);
+		return 0;
+	}
+	adv_len = addr_from_hello(h, (struct sockaddr *)&c->remote, &adv);
+	q = find_by_id(n, h->node_id, slot);
+	if (q == NONE && adv_len)
+		q = find_by_addr(n, (struct sockaddr *)&adv, slot);
+	if (q != NONE && n->peers[q].id && n->peers[q].id != h->node_id)
+		q = NONE;	/* that address now belongs to another node */
+	if (q != NONE) {
+		uint32_t keep = pick_survivor(n, slot, q);
+
+		absorb(n, keep == slot ? q : slot, keep);
+		slot = keep;
+	}
+	struct peer *p = &n->peers[slot];
+
+	p->id = h->node_id;
+	p->peer_max = h->max_message;
+	if (h->max_message < n->cfg.max_message &&
+	    largest_frame(&p->tx) > h->max_message) {
+		/* Queued before we knew the peer's limit: it would refuse the
+		 * frame and close. Say so here, before sending anything. */
+		conn_reject(n, c, PM_CLOSE_TOO_BIG);
+		peer_closed(n, slot, -EMSGSIZE, PM_CLOSE_TOO_BIG);
+		return 0;
+	}
+	if (!p->has_addr && adv_len) {
+		p->addr = adv;
+		p->addr_len = adv_len;
+		p->has_addr = true;
+	}
+	if (n->id < h->node_id) {
+		/* We arbitrate this pair: first connection through wins. */
+		if (p->live != NONE && p->live != ci) {
+			n->st.duplicates_closed++;
+			conn_reject(n, c, PM_CLOSE_DUPLICATE);
+			return 0;
+		}
+		frame_put_hdr(c->hs_tx + c->hs_tx_len, FRAME_ACCEPT, 0);
+		c->hs_tx_len += FRAME_HDR;
+		peer_went_live(n, slot, ci);
+		return 0;
+	}
+	c->state = CONN_VERDICT;
+	return 0;
+}
+
+void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t bytes)
+{
+	struct peer *p = &n->peers[slot];
+
+	/* Free only whole frames: a frame cut by a dead connection is sent
+	 * again, whole, on the next one. */
+	p->tx_sent += bytes;
+	while (p->tx_sent >= FRAME_HDR) {
+		uint32_t size = FRAME_HDR + get_be32(ring_head_ptr(&p->tx));
+
+		if (p->tx_sent < size)
+			break;
+		ring_consume(&p->tx, size);
+		p->tx_sent -= size;
+	}
+	if (p->want_writable && p->state == PEER_LIVE &&
+	    ring_free(&p->tx) >= p->tx.size / 2) {
+		p->want_writable = false;
+		emit(n, PM_EV_WRITABLE, slot, 0, PM_CLOSE_NONE, 0);
+	}
+}
+
+/* Hands each whole frame in the RX ring to the user, in place. */
+void peer_deliver(struct pm_node *n, uint32_t slot)
+{
+	struct peer *p = &n->peers[slot];
+	uint32_t gen = p->gen;
+	struct frame f;
+
+	while (p->gen == gen && p->state == PEER_LIVE && !p->paused) {
+		long r = frame_decode(ring_head_ptr(&p->rx), ring_used(&p->rx),
+				      n->cfg.max_message, &f);
+
+		if (r == 0)
+			break;
+		if (r < 0 || (f.type != FRAME_DATA && f.type != FRAME_CLOSE)) {
+			enum pm_close_reason why = r == -EMSGSIZE ?
+				PM_CLOSE_TOO_BIG : PM_CLOSE_PROTOCOL;
+			struct conn *c = &n->conns[p->live];
+
+			n->st.protocol_errors++;
+			conn_reject(n, c, why);
+			peer_closed(n, slot, -EPROTO, why);
+			return;
+		}
+		if (f.type == FRAME_CLOSE) {
+			int reason = close_parse(f.payload, f.len);
+
+			ring_consume(&p->rx, (uint32_t)r);
+			peer_closed(n, slot, 0, reason < 0 ? PM_CLOSE_PROTOCOL :
+				    (enum pm_close_reason)reason);
+			return;
+		}
+		struct pm_message m = {
+			.stream = handle_of(n, slot),
+			.peer_id = p->id,
+			.data = f.payload,
+			.len = f.len,
+		};
+
+		if (n->cfg.on_message &&
+		    n->cfg.on_message(n, &m, n->cfg.user) == -EAGAIN) {
+			if (p->gen == gen)
+				p->paused = true;
+			return;
+		}
+		if (p->gen != gen)
+			return;
+		ring_consume(&p->rx, (uint32_t)r);
+		n->st.msgs_in++;
+		n->st.bytes_in += f.len;
+	}
+}
+
+/* Self stream: its TX ring is its RX ring. Returns true if more is left. */
+bool node_deliver_self(struct pm_node *n)
+{
+	struct peer *p = &n->peers[n->self];
+	uint32_t end = p->tx.tail;
+
+	while (!p->paused && p->tx.head != end) {
+		uint8_t *at = ring_head_ptr(&p->tx);
+		uint32_t len = get_be32(at);
+		struct pm_message m = {
+			.stream = handle_of(n, n->self),
+			.peer_id = n->id,
+			.data = at + FRAME_HDR,
+			.len = len,
+		};
+
+		if (n->cfg.on_message &&
+		    n->cfg.on_message(n, &m, n->cfg.user) == -EAGAIN) {
+			p->paused = true;
+			break;
+		}
+		ring_consume(&p->tx, FRAME_HDR + len);
+		n->st.msgs_in++;
+		n->st.bytes_in += len;
+		if (p->want_writable) {
+			p->want_writable = false;
+			emit(n, PM_EV_WRITABLE, n->self, 0, PM_CLOSE_NONE, 0);
+		}
+	}
+	return !p->paused && ring_used(&p->tx);
+}
+
+void node_flush_dirty(struct pm_node *n)
+{
+	/* Slots dirtied by callbacks run from here wait for the next turn,
+	 * so the list never holds a slot twice and never overflows. */
+	uint32_t end = n->ndirty;
+
+	for (uint32_t i = 0; i < end; i++) {
+		uint32_t slot = n->dirty[i];
+		struct peer *p = &n->peers[slot];
+
+		p->dirty = false;
+		if (p->redeliver) {
+			p->redeliver = false;
+			peer_deliver(n, slot);
+		}
+		if (p->live != NONE) {
+			conn_flush(n, &n->conns[p->live]);
+			if (p->live != NONE)
+				conn_arm_recv(n, &n->conns[p->live]);
+		}
+	}
+	memmove(n->dirty, n->dirty + end, (n->ndirty - end) * sizeof(*n->dirty));
+	n->ndirty -= end;
+}
+
+void node_drain_aliases(struct pm_node *n)
+{
+	for (uint32_t i = 0; i < n->self && n->aliases; i++) {
+		struct peer *a = &n->peers[i];
+
+		if (a->state != PEER_ALIAS || a->reserved || !ring_used(&a->tx))
+			continue;
+		struct peer *t = &n->peers[a->alias_to];
+
+		if (t->reserved)
+			continue;
+		while (ring_used(&a->tx)) {
+			uint32_t size = FRAME_HDR + get_be32(ring_head_ptr(&a->tx));
+
+			if (ring_free(&t->tx) < size)
+				break;
+			memcpy(ring_tail_ptr(&t->tx), ring_head_ptr(&a->tx), size);
+			ring_produce(&t->tx, size);
+			ring_consume(&a->tx, size);
+		}
+		if (a->alias_to != n->self)
+			peer_mark_dirty(n, a->alias_to);
+		if (!ring_used(&a->tx))
+			n->aliases--;
+	}
+}
+
+/* Public API. */
+
+int pm_connect(struct pm_node *n, const char *addr, struct pm_stream *out)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	uint32_t slot;
+	int r;
+
+	r = addr_parse(addr, &ss, &len);
+	if (r)
+		return r;
+	const struct sockaddr *sa = (struct sockaddr *)&ss;
+	const struct sockaddr *la = (struct sockaddr *)&n->listen_addr;
+	uint16_t port = ((struct sockaddr_in *)&ss)->sin_port;
+	uint16_t lport = ((struct sockaddr_in *)&n->listen_addr)->sin_port;
+
+	if (port == 0)
+		return -EINVAL;
+	if (addr_equal(sa, la) ||
+	    (port == lport && sa->sa_family == la->sa_family &&
+	     (addr_is_any(sa) || addr_is_any(la)))) {
+		*out = handle_of(n, n->self);
+		return 0;
+	}
+	slot = find_by_addr(n, sa, NONE);
+	if (slot != NONE) {
+		n->peers[slot].user_visible = true;
+		*out = handle_of(n, slot);
+		return 0;
+	}
+	slot = peer_alloc(n);
+	if (slot == NONE)
+		return -ENOSPC;
+	struct peer *p = &n->peers[slot];
+
+	p->addr = ss;
+	p->addr_len = len;
+	p->has_addr = true;
+	p->user_visible = true;
+	r = conn_dial(n, slot, sa, len);
+	if (r) {
+		peer_kill(n, slot);
+		return r;
+	}
+	*out = handle_of(n, slot);
+	return 0;
+}
+
+int pm_stream_by_id(struct pm_node *n, uint64_t id, struct pm_stream *out)
+{
+	uint32_t slot;
+
+	if (id == 0)
+		return -EINVAL;
+	if (id == n->id)
+		return pm_self(n, out);
+	slot = find_by_id(n, id, NONE);
+	if (slot == NONE || n->peers[slot].state == PEER_CLOSING)
+		return -ENOENT;
+	n->peers[slot].user_visible = true;
+	*out = handle_of(n, slot);
+	return 0;
+}
+
+int pm_self(struct pm_node *n, struct pm_stream *out)
+{
+	*out = handle_of(n, n->self);
+	return 0;
+}
+
+int pm_reserve(struct pm_node *n, struct pm_stream s, size_t len, void **buf)
+{
+	uint32_t slot;
+	struct peer *p = lookup(n, s, &slot);
+
+	if (!p)
+		return -ESTALE;
+	slot = resolve(n, slot);
+	p = &n->peers[slot];
+	if (p->state == PEER_CLOSING || p->state == PEER_ZOMBIE)
+		return -EPIPE;
+	if (len > n->cfg.max_message || len > p->peer_max)
+		return -EMSGSIZE;
+	if (p->reserved)
+		return -EBUSY;
+	if (ring_free(&p->tx) < FRAME_HDR + len) {
+		p->want_writable = true;
+		return -EAGAIN;
+	}
+	p->reserved = true;
+	p->reserve_len = (uint32_t)len;
+	*buf = ring_tail_ptr(&p->tx) + FRAME_HDR;
+	return 0;
+}
+
+int pm_commit(struct pm_node *n, struct pm_stream s, size_t len)
+{
+	uint32_t slot;
+	struct peer *p = lookup(n, s, &slot);
+
+	if (!p)
+		return -ESTALE;
+	slot = resolve(n, slot);
+	p = &n->peers[slot];
+	if (!p->reserved || len > p->reserve_len)
+		return -EINVAL;
+	frame_put_hdr(ring_tail_ptr(&p->tx), FRAME_DATA, (uint32_t)len);
+	ring_produce(&p->tx, FRAME_HDR + (uint32_t)len);
+	p->reserved = false;
+	n->st.msgs_out++;
+	n->st.bytes_out += len;
+	if (p->state == PEER_ALIAS)
+		n->aliases += ring_used(&p->tx) == FRAME_HDR + len;
+	else if (slot != n->self)
+		peer_mark_dirty(n, slot);
+	return 0;
+}
+
+int pm_send(struct pm_node *n, struct pm_stream s, const void *buf,
+	    size_t len)
+{
+	void *dst;
+	int r = pm_reserve(n, s, len, &dst);
+
+	if (r)
+		return r;
+	memcpy(dst, buf, len);
+	return pm_commit(n, s, len);
+}
+
+int pm_close(struct pm_node *n, struct pm_stream s)
+{
+	uint32_t slot;
+	struct peer *p = lookup(n, s, &slot);
+
+	if (!p)
+		return -ESTALE;
+	slot = resolve(n, slot);
+	p = &n->peers[slot];
+	if (p->state == PEER_SELF)
+		return -EINVAL;
+	if (p->state == PEER_ALIAS) {
+		/* Its messages still drain into the target, then it goes. */
+		return 0;
+	}
+	if (p->state == PEER_CLOSING)
+		return 0;
+	p->state = PEER_CLOSING;
+	p->close_reason = PM_CLOSE_NORMAL;
+	if (p->live != NONE)
+		conn_graceful(n, &n->conns[p->live], PM_CLOSE_NORMAL);
+	return 0;
+}
+
+int pm_stream_resume(struct pm_node *n, struct pm_stream s)
+{
+	uint32_t slot;
+	struct peer *p = lookup(n, s, &slot);
+
+	if (!p)
+		return -ESTALE;
+	if (!p->paused)
+		return 0;
+	p->paused = false;
+	if (slot != n->self) {
+		p->redeliver = true;
+		peer_mark_dirty(n, slot);
+	}
+	return 0;
+}
+
+int pm_stream_peer_id(struct pm_node *n, struct pm_stream s, uint64_t *id)
+{
+	uint32_t slot;
+	struct peer *p = lookup(n, s, &slot);
+
+	if (!p)
+		return -ESTALE;
+	if (p->state == PEER_SELF) {
+		*id = n->id;
+		return 0;
+	}
+	if (!p->id)
+		return -EAGAIN;
+	*id = p->id;
+	return 0;
+}
+
+bool pm_stream_same(struct pm_node *n, struct pm_stream a,
+		    struct pm_stream b)
+{
+	uint32_t x, y;
+
+	if (!lookup(n, a, &x) || !lookup(n, b, &y))
+		return false;
+	if (n->peers[x].state == PEER_ALIAS)
+		x = n->peers[x].alias_to;
+	if (n->peers[y].state == PEER_ALIAS)
+		y = n->peers[y].alias_to;
+	return x == y;
+}
+
+int64_t pm_stream_queued(struct pm_node *n, struct pm_stream s)
+{
+	uint32_t slot;
+	struct peer *p = lookup(n, s, &slot);
+	int64_t q;
+
+	if (!p)
+		return -ESTALE;
+	q = ring_used(&p->tx);
+	if (p->state == PEER_ALIAS)
+		q += ring_used(&n->peers[p->alias_to].tx);
+	return q;
+}
