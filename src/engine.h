@@ -55,6 +55,9 @@ struct engine_ops {
 extern const struct engine_ops engine_uring_ops;
 extern const struct engine_ops engine_epoll_ops;
 
+/* The io_uring setup flags the kernel granted (for logs and tests). */
+unsigned engine_uring_setup_flags(const struct engine *e);
+
 /* Implemented by the core (node.c): one completion. */
 void core_complete(struct pm_node *n, uint64_t tag, int res);
 
