@@ -60,6 +60,8 @@ enum pm_event_type {
 	PM_EV_CLOSED,		/* stream is gone; error and reason say why */
 	PM_EV_WRITABLE,		/* TX space freed after a send returned -EAGAIN */
 	PM_EV_REJECTED,		/* an inbound connection was refused (slab full) */
+	PM_EV_UNREACHABLE,	/* a routed message could not reach peer_id */
+	PM_EV_ROUTES,		/* the mesh's routes changed */
 };
 
 struct pm_event {
@@ -71,11 +73,17 @@ struct pm_event {
 	uint64_t unsent;		/* PM_EV_CLOSED: messages never sent */
 };
 
+#define PM_MSG_ROUTED		(1u << 0)	/* came through relays */
+#define PM_MSG_BROADCAST	(1u << 1)	/* sent to "*" */
+
 struct pm_message {
-	struct pm_stream stream;
-	uint64_t peer_id;	/* the sender's node id */
+	struct pm_stream stream;	/* zero for routed/broadcast messages:
+					 * answer with pm_send_to(peer_id) */
+	uint64_t peer_id;	/* the sender's (origin's) node id */
 	const void *data;	/* points into the RX ring: valid in the callback */
 	size_t len;
+	uint32_t flags;		/* PM_MSG_* */
+	uint32_t hops;		/* relays crossed (0: direct) */
 };
 
 /*
@@ -100,6 +108,9 @@ struct pm_config {
 				 * and page multiple; default 1 MiB */
 	uint32_t max_message;	/* largest payload accepted; default 256 KiB,
 				 * at most ring_size - 8 */
+	bool no_auto_connect;	/* do not dial the nodes learned from others */
+	uint8_t max_hops;	/* hop limit of routed and broadcast frames;
+				 * default 16 */
 	pm_message_fn on_message;
 	pm_event_fn on_event;
 	void *user;
@@ -181,6 +192,39 @@ int pm_close(struct pm_node *n, struct pm_stream s);
 /* Resumes delivery on a stream paused by a message callback. 0 or -ESTALE. */
 int pm_stream_resume(struct pm_node *n, struct pm_stream s);
 
+/*
+ * Sends one message to node id anywhere in the mesh: on the direct stream
+ * when there is one, else through the neighbour on the shortest path.
+ * Returns 0, -EHOSTUNREACH when no route is known, -EAGAIN when the next
+ * hop's ring is full (PM_EV_WRITABLE follows), -EMSGSIZE. A relay that
+ * later finds no route reports back as PM_EV_UNREACHABLE.
+ */
+int pm_send_to(struct pm_node *n, uint64_t id, const void *buf, size_t len);
+
+/*
+ * Sends one message to every other node of the mesh, each getting it exactly
+ * once, also through relays (flooding with per-origin sequence numbers).
+ * Returns the number of neighbours it was queued to (0: alone), -EAGAIN
+ * when a neighbour's ring is full (nothing was queued), -EMSGSIZE.
+ */
+int pm_broadcast(struct pm_node *n, const void *buf, size_t len);
+
+/* What a node knows of one mesh member. */
+struct pm_peer_info {
+	uint64_t id;
+	char addr[64];		/* "HOST:PORT" or "" */
+	bool direct;		/* a live stream to it */
+	bool reachable;
+	uint32_t hops;		/* 1: neighbour */
+	uint64_t via;		/* next hop's id */
+	uint64_t msgs_in, msgs_out, bytes_in, bytes_out; /* direct stream */
+	uint64_t relayed;	/* frames forwarded to this neighbour */
+};
+
+/* Fills up to max entries, one per known node but self. Returns the count
+ * of known nodes (which may exceed max). */
+int pm_mesh_peers(struct pm_node *n, struct pm_peer_info *out, size_t max);
+
 /* Sets *id to the peer's node id; -EAGAIN before the handshake, -ESTALE. */
 int pm_stream_peer_id(struct pm_node *n, struct pm_stream s, uint64_t *id);
 
@@ -208,6 +252,13 @@ struct pm_stats {
 	uint64_t protocol_errors;
 	uint64_t msgs_in, msgs_out;
 	uint64_t bytes_in, bytes_out;	/* payload bytes */
+	uint64_t relayed;		/* frames forwarded for others */
+	uint64_t dropped_no_route;	/* relayed frames with no way on */
+	uint64_t dropped_hop_limit;
+	uint64_t duplicates_dropped;	/* broadcast copies seen before */
+	uint64_t unreachable;		/* PM_EV_UNREACHABLE raised */
+	uint64_t route_changes;
+	uint64_t mesh_nodes;		/* nodes known, self excluded */
 };
 
 /* Fills *st with the node's counters. */

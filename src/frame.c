@@ -13,6 +13,10 @@ static bool type_known(uint8_t type)
 	case FRAME_ACCEPT:
 	case FRAME_CLOSE:
 	case FRAME_DATA:
+	case FRAME_ROUTE:
+	case FRAME_FLOOD:
+	case FRAME_LINKS:
+	case FRAME_UNREACH:
 		return true;
 	default:
 		return false;

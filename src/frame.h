@@ -21,6 +21,22 @@
 #define FRAME_ACCEPT		0x02	/* arbiter keeps this connection */
 #define FRAME_CLOSE		0x03	/* reason, then the sender closes */
 #define FRAME_DATA		0x10	/* one user message */
+#define FRAME_ROUTE		0x11	/* a message relayed toward one node */
+#define FRAME_FLOOD		0x12	/* a broadcast message, flooded */
+#define FRAME_LINKS		0x13	/* a node's neighbours, flooded */
+#define FRAME_UNREACH		0x14	/* a relay could not route a message */
+
+/*
+ * Mesh frames start with one 20-byte header (docs/PROTOCOL.md, "Mesh"):
+ *   0 a (u64)   ROUTE/UNREACH: origin     FLOOD/LINKS: origin
+ *   8 b (u64)   ROUTE/UNREACH: destination FLOOD/LINKS: sequence
+ *  16 hops (u8) relays crossed so far
+ *  17 ttl (u8)  hops left; a relay drops the frame at 0
+ *  18 x (u16)  LINKS: entry count; else 0
+ */
+#define MESH_HDR		20u
+#define MESH_ADDR		20u	/* type u8, 0, port u16, addr[16] */
+#define LINK_ENTRY		28u	/* id u64 + MESH_ADDR */
 
 #define HELLO_LEN		48u	/* HELLO payload, fixed */
 #define CLOSE_LEN		4u	/* CLOSE payload, fixed */

@@ -38,6 +38,7 @@ void pm_config_init(struct pm_config *c)
 	c->max_peers = DEFAULT_MAX_PEERS;
 	c->ring_size = DEFAULT_RING;
 	c->max_message = DEFAULT_MAX_MESSAGE;
+	c->max_hops = 16;
 }
 
 const char *pm_close_reason_str(enum pm_close_reason r)
@@ -214,7 +215,12 @@ int pm_node_create(struct pm_node **out, const struct pm_config *c)
 			goto out_free;
 		}
 	}
+	if (!n->cfg.max_hops)
+		n->cfg.max_hops = 16;
 	r = alloc_slabs(n);
+	if (r)
+		goto out_free;
+	r = mesh_init(n);
 	if (r)
 		goto out_free;
 	r = start_listener(n);
@@ -250,6 +256,7 @@ void pm_node_destroy(struct pm_node *n)
 	}
 	if (n->listen_fd >= 0)
 		close(n->listen_fd);
+	mesh_fini(n);
 	free(n->peers);
 	free(n->conns);
 	free(n->dirty);
@@ -341,6 +348,7 @@ int pm_node_run(struct pm_node *n, int timeout_ms)
 		timeout_ms = 0;
 	if (n->aliases)
 		node_drain_aliases(n);
+	mesh_turn(n);
 	node_flush_dirty(n);
 	if (n->ndirty || ring_used(&n->peers[n->self].tx))
 		timeout_ms = 0;
@@ -425,4 +433,7 @@ void pm_node_stats(const struct pm_node *n, struct pm_stats *st)
 	for (uint32_t i = 0; i < n->self; i++)
 		if (n->peers[i].state == PEER_LIVE)
 			st->peers_live++;
+	st->mesh_nodes = 0;
+	for (uint32_t i = 1; i < n->mesh_used; i++)
+		st->mesh_nodes += n->mesh[i].next_slot != NONE;
 }

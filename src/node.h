@@ -102,11 +102,29 @@ struct peer {
 	uint32_t tx_sent;	/* bytes of TX already sent past tx.head */
 	uint64_t orphan_until;	/* lost its dial to DUPLICATE: waits this
 				 * long for the winning connection */
+	uint32_t blocked_on;	/* paused until this slot's TX has room */
+	bool has_blocked;	/* some slot is blocked_on this one */
+	uint64_t msgs_in, msgs_out, bytes_in, bytes_out, relayed;
 	uint64_t id;		/* 0 until the handshake */
 	struct sockaddr_storage addr;	/* dialled or advertised */
 	socklen_t addr_len;
 	struct ring tx;
 	struct ring rx;
+};
+
+/* What this node knows of one mesh member (index 0 is the node itself). */
+struct mesh_entry {
+	uint64_t id;		/* 0: free */
+	uint64_t lsa_seq;	/* newest LINKS seen from it */
+	uint64_t bc_max;	/* newest broadcast sequence seen from it */
+	uint64_t bc_window;	/* bit i: bc_max - i seen */
+	uint64_t *links;	/* its neighbours' ids, sorted */
+	uint32_t nlinks, cap;
+	uint32_t hops;		/* 0: unreachable */
+	uint32_t next_slot;	/* peer slot of the first hop, or NONE */
+	uint64_t dial_after_ms;	/* auto-connect backoff */
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
 };
 
 struct watch {
@@ -143,6 +161,15 @@ struct pm_node {
 	uint32_t draining;	/* conns in CONN_DRAIN */
 	uint32_t aliases;	/* slots in PEER_ALIAS with TX left */
 	uint32_t orphans;	/* pending slots waiting for the winner */
+
+	struct mesh_entry *mesh;	/* control plane: allocated at create */
+	uint32_t mesh_cap, mesh_used;
+	uint32_t *mesh_hash;		/* id -> entry index + 1, open addressing */
+	uint32_t mesh_hmask;
+	uint32_t *bfs;			/* scratch queue for route computation */
+	uint32_t *route_prev;		/* next hops before it, to see changes */
+	bool mesh_dirty;		/* our neighbour set changed: re-announce */
+	uint64_t lsa_seq, bc_seq;
 
 	struct watch watches[MAX_WATCHES];
 	uint8_t scratch[4096];	/* recv target for CONN_DRAIN */
@@ -186,6 +213,22 @@ bool node_deliver_self(struct pm_node *n);
 void emit(struct pm_node *n, enum pm_event_type type, uint32_t slot,
 	  int error, enum pm_close_reason reason, uint64_t unsent);
 struct pm_stream handle_of(struct pm_node *n, uint32_t slot);
+
+/* stream.c, typed frames for mesh.c */
+int peer_reserve(struct pm_node *n, uint32_t slot, size_t len, void **buf);
+void peer_commit(struct pm_node *n, uint32_t slot, uint8_t type, size_t len);
+uint32_t peer_by_id(struct pm_node *n, uint64_t id);
+void peer_block_on(struct pm_node *n, uint32_t slot, uint32_t on);
+int peer_dial(struct pm_node *n, const struct sockaddr *sa, socklen_t len,
+	      bool user);
+
+/* mesh.c */
+int mesh_init(struct pm_node *n);
+void mesh_fini(struct pm_node *n);
+int mesh_frame(struct pm_node *n, uint32_t slot, const struct frame *f);
+void mesh_peer_up(struct pm_node *n, uint32_t slot);
+void mesh_peer_down(struct pm_node *n, uint32_t slot);
+void mesh_turn(struct pm_node *n);
 
 /* addr.c */
 int addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len);

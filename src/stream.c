@@ -10,6 +10,9 @@
 
 #include "node.h"
 
+static void release_blocked(struct pm_node *n, uint32_t on);
+static void drain_alias(struct pm_node *n, uint32_t i);
+
 struct pm_stream handle_of(struct pm_node *n, uint32_t slot)
 {
 	struct pm_stream s = { 0 };
@@ -96,6 +99,7 @@ uint32_t peer_alloc(struct pm_node *n)
 	p->state = PEER_PENDING;
 	p->live = NONE;
 	p->alias_to = NONE;
+	p->blocked_on = NONE;
 	p->next_free = NONE;
 	p->peer_max = n->cfg.max_message;
 	n->peers_used++;
@@ -219,6 +223,10 @@ void peer_closed(struct pm_node *n, uint32_t slot, int error,
 		p->orphan_until = 0;
 		n->orphans--;
 	}
+	if (p->state == PEER_LIVE || p->state == PEER_CLOSING)
+		mesh_peer_down(n, slot);
+	if (p->has_blocked)
+		release_blocked(n, slot);
 	bool tell = p->user_visible || p->announced;
 	struct pm_stream h = handle_of(n, slot);
 	uint64_t id = p->id;
@@ -282,10 +290,12 @@ void peer_went_live(struct pm_node *n, uint32_t slot, uint32_t ci)
 		if (p->gen != gen || c->state != CONN_LIVE || p->live != ci)
 			return;	/* the callback closed it */
 	}
-	if (p->state == PEER_CLOSING)
+	if (p->state == PEER_CLOSING) {
 		conn_graceful(n, c, p->close_reason);
-	else
+	} else {
+		mesh_peer_up(n, slot);
 		peer_mark_dirty(n, slot);
+	}
 	conn_flush(n, c);
 	conn_arm_recv(n, c);
 }
@@ -322,7 +332,8 @@ static uint32_t find_by_addr(struct pm_node *n, const struct sockaddr *sa,
 		struct peer *p = &n->peers[i];
 
 		if (i != not && p->has_addr &&
-		    (p->state == PEER_PENDING || p->state == PEER_LIVE) &&
+		    (p->state == PEER_PENDING || p->state == PEER_LIVE ||
+		     p->state == PEER_CLOSING) &&
 		    addr_equal((struct sockaddr *)&p->addr, sa))
 			return i;
 	}
@@ -348,11 +359,24 @@ static void absorb(struct pm_node *n, uint32_t absorbed, uint32_t survivor)
 		peer_kill(n, absorbed);
 		return;
 	}
+	bool closing = a->state == PEER_CLOSING;
+	struct peer *t = &n->peers[survivor];
+
 	a->state = PEER_ALIAS;
 	a->alias_to = survivor;
-	a->id = n->peers[survivor].id;
-	if (ring_used(&a->tx))
+	a->id = t->id;
+	if (ring_used(&a->tx)) {
 		n->aliases++;
+		drain_alias(n, absorbed);
+	}
+	/* A close asked on either handle closes the one stream, after the
+	 * absorbed handle's messages. */
+	if (closing && t->state != PEER_CLOSING && t->state != PEER_SELF) {
+		t->state = PEER_CLOSING;
+		t->close_reason = PM_CLOSE_NORMAL;
+		if (t->live != NONE)
+			conn_graceful(n, &n->conns[t->live], PM_CLOSE_NORMAL);
+	}
 }
 
 /* Which of two slots naming one node carries on. */
@@ -452,6 +476,8 @@ void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t bytes)
 		ring_consume(&p->tx, size);
 		p->tx_sent -= size;
 	}
+	if (p->has_blocked)
+		release_blocked(n, slot);
 	if (p->want_writable && p->state == PEER_LIVE &&
 	    ring_free(&p->tx) >= p->tx.size / 2) {
 		p->want_writable = false;
@@ -472,6 +498,22 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 
 		if (r == 0)
 			break;
+		if (r > 0 && f.type >= FRAME_ROUTE && f.type <= FRAME_UNREACH) {
+			int x = mesh_frame(n, slot, &f);
+
+			if (x == -EAGAIN) {
+				if (p->gen == gen)
+					p->paused = true;
+				return;
+			}
+			if (p->gen != gen)
+				return;
+			if (x == 0) {
+				ring_consume(&p->rx, (uint32_t)r);
+				continue;
+			}
+			r = -EBADMSG;
+		}
 		if (r < 0 || (f.type != FRAME_DATA && f.type != FRAME_CLOSE)) {
 			enum pm_close_reason why = r == -EMSGSIZE ?
 				PM_CLOSE_TOO_BIG : PM_CLOSE_PROTOCOL;
@@ -508,6 +550,8 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 		ring_consume(&p->rx, (uint32_t)r);
 		n->st.msgs_in++;
 		n->st.bytes_in += f.len;
+		p->msgs_in++;
+		p->bytes_in += f.len;
 	}
 }
 
@@ -568,31 +612,34 @@ void node_flush_dirty(struct pm_node *n)
 	n->ndirty -= end;
 }
 
+/* Moves whole frames from alias slot i into its target while they fit. */
+static void drain_alias(struct pm_node *n, uint32_t i)
+{
+	struct peer *a = &n->peers[i];
+	struct peer *t = &n->peers[a->alias_to];
+
+	if (a->reserved || t->reserved || !ring_used(&a->tx))
+		return;
+	while (ring_used(&a->tx)) {
+		uint32_t size = FRAME_HDR + get_be32(ring_head_ptr(&a->tx));
+
+		if (ring_free(&t->tx) < size)
+			break;
+		memcpy(ring_tail_ptr(&t->tx), ring_head_ptr(&a->tx), size);
+		ring_produce(&t->tx, size);
+		ring_consume(&a->tx, size);
+	}
+	if (a->alias_to != n->self)
+		peer_mark_dirty(n, a->alias_to);
+	if (!ring_used(&a->tx))
+		n->aliases--;
+}
+
 void node_drain_aliases(struct pm_node *n)
 {
-	for (uint32_t i = 0; i < n->self && n->aliases; i++) {
-		struct peer *a = &n->peers[i];
-
-		if (a->state != PEER_ALIAS || a->reserved || !ring_used(&a->tx))
-			continue;
-		struct peer *t = &n->peers[a->alias_to];
-
-		if (t->reserved)
-			continue;
-		while (ring_used(&a->tx)) {
-			uint32_t size = FRAME_HDR + get_be32(ring_head_ptr(&a->tx));
-
-			if (ring_free(&t->tx) < size)
-				break;
-			memcpy(ring_tail_ptr(&t->tx), ring_head_ptr(&a->tx), size);
-			ring_produce(&t->tx, size);
-			ring_consume(&a->tx, size);
-		}
-		if (a->alias_to != n->self)
-			peer_mark_dirty(n, a->alias_to);
-		if (!ring_used(&a->tx))
-			n->aliases--;
-	}
+	for (uint32_t i = 0; i < n->self && n->aliases; i++)
+		if (n->peers[i].state == PEER_ALIAS)
+			drain_alias(n, i);
 }
 
 /* Public API. */
@@ -608,6 +655,7 @@ int pm_connect(struct pm_node *n, const char *addr, struct pm_stream *out)
 	if (r)
 		return r;
 	const struct sockaddr *sa = (struct sockaddr *)&ss;
+
 	const struct sockaddr *la = (struct sockaddr *)&n->listen_addr;
 	uint16_t port = ((struct sockaddr_in *)&ss)->sin_port;
 	uint16_t lport = ((struct sockaddr_in *)&n->listen_addr)->sin_port;
@@ -626,22 +674,63 @@ int pm_connect(struct pm_node *n, const char *addr, struct pm_stream *out)
 		*out = handle_of(n, slot);
 		return 0;
 	}
-	slot = peer_alloc(n);
+	r = peer_dial(n, sa, len, true);
+	if (r < 0)
+		return r;
+	*out = handle_of(n, (uint32_t)r);
+	return 0;
+}
+
+/* A new stream dialling sa. Returns its slot, or -ENOSPC / -errno. */
+int peer_dial(struct pm_node *n, const struct sockaddr *sa, socklen_t len,
+	      bool user)
+{
+	uint32_t slot = peer_alloc(n);
+	int r;
+
 	if (slot == NONE)
 		return -ENOSPC;
 	struct peer *p = &n->peers[slot];
 
-	p->addr = ss;
+	memcpy(&p->addr, sa, len);
 	p->addr_len = len;
 	p->has_addr = true;
-	p->user_visible = true;
+	p->user_visible = user;
 	r = conn_dial(n, slot, sa, len);
 	if (r) {
 		peer_kill(n, slot);
 		return r;
 	}
-	*out = handle_of(n, slot);
-	return 0;
+	return (int)slot;
+}
+
+uint32_t peer_by_id(struct pm_node *n, uint64_t id)
+{
+	return find_by_id(n, id, NONE);
+}
+
+/* slot stops reading until on's TX ring has room (relay backpressure). */
+void peer_block_on(struct pm_node *n, uint32_t slot, uint32_t on)
+{
+	n->peers[slot].blocked_on = on;
+	n->peers[on].has_blocked = true;
+}
+
+static void release_blocked(struct pm_node *n, uint32_t on)
+{
+	n->peers[on].has_blocked = false;
+	for (uint32_t i = 0; i < n->self; i++) {
+		struct peer *b = &n->peers[i];
+
+		if (b->blocked_on != on)
+			continue;
+		b->blocked_on = NONE;
+		if (b->paused && b->state == PEER_LIVE) {
+			b->paused = false;
+			b->redeliver = true;
+			peer_mark_dirty(n, i);
+		}
+	}
 }
 
 int pm_stream_by_id(struct pm_node *n, uint64_t id, struct pm_stream *out)
@@ -666,15 +755,10 @@ int pm_self(struct pm_node *n, struct pm_stream *out)
 	return 0;
 }
 
-int pm_reserve(struct pm_node *n, struct pm_stream s, size_t len, void **buf)
+int peer_reserve(struct pm_node *n, uint32_t slot, size_t len, void **buf)
 {
-	uint32_t slot;
-	struct peer *p = lookup(n, s, &slot);
+	struct peer *p = &n->peers[slot];
 
-	if (!p)
-		return -ESTALE;
-	slot = resolve(n, slot);
-	p = &n->peers[slot];
 	if (p->state == PEER_CLOSING || p->state == PEER_ZOMBIE)
 		return -EPIPE;
 	if (len > n->cfg.max_message || len > p->peer_max)
@@ -691,6 +775,29 @@ int pm_reserve(struct pm_node *n, struct pm_stream s, size_t len, void **buf)
 	return 0;
 }
 
+void peer_commit(struct pm_node *n, uint32_t slot, uint8_t type, size_t len)
+{
+	struct peer *p = &n->peers[slot];
+
+	frame_put_hdr(ring_tail_ptr(&p->tx), type, (uint32_t)len);
+	ring_produce(&p->tx, FRAME_HDR + (uint32_t)len);
+	p->reserved = false;
+	if (p->state == PEER_ALIAS)
+		n->aliases += ring_used(&p->tx) == FRAME_HDR + len;
+	else if (slot != n->self)
+		peer_mark_dirty(n, slot);
+}
+
+int pm_reserve(struct pm_node *n, struct pm_stream s, size_t len, void **buf)
+{
+	uint32_t slot;
+	struct peer *p = lookup(n, s, &slot);
+
+	if (!p)
+		return -ESTALE;
+	return peer_reserve(n, resolve(n, slot), len, buf);
+}
+
 int pm_commit(struct pm_node *n, struct pm_stream s, size_t len)
 {
 	uint32_t slot;
@@ -702,15 +809,11 @@ int pm_commit(struct pm_node *n, struct pm_stream s, size_t len)
 	p = &n->peers[slot];
 	if (!p->reserved || len > p->reserve_len)
 		return -EINVAL;
-	frame_put_hdr(ring_tail_ptr(&p->tx), FRAME_DATA, (uint32_t)len);
-	ring_produce(&p->tx, FRAME_HDR + (uint32_t)len);
-	p->reserved = false;
+	peer_commit(n, slot, FRAME_DATA, len);
 	n->st.msgs_out++;
 	n->st.bytes_out += len;
-	if (p->state == PEER_ALIAS)
-		n->aliases += ring_used(&p->tx) == FRAME_HDR + len;
-	else if (slot != n->self)
-		peer_mark_dirty(n, slot);
+	p->msgs_out++;
+	p->bytes_out += len;
 	return 0;
 }
 
