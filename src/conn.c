@@ -52,6 +52,8 @@ static struct conn *conn_alloc(struct pm_node *n, int fd, bool dialled)
 
 static void conn_release(struct pm_node *n, struct conn *c)
 {
+	uint64_t id = c->hello.node_id;
+
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -60,6 +62,8 @@ static void conn_release(struct pm_node *n, struct conn *c)
 	c->next_free = n->conn_free;
 	n->conn_free = conn_index(n, c);
 	n->conns_used--;
+	if (n->waiting && id)
+		peer_wake_waiters(n, id);
 }
 
 static void set_nodelay(int fd)

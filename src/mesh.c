@@ -49,6 +49,7 @@ static struct mesh_entry *entry_get(struct pm_node *n, uint64_t id)
 	e = &n->mesh[n->mesh_used++];
 	e->id = id;
 	e->next_slot = NONE;
+	e->direct_slot = NONE;
 	for (h = hash_id(id) & n->mesh_hmask; n->mesh_hash[h];
 	     h = (h + 1) & n->mesh_hmask)
 		;
@@ -250,7 +251,7 @@ static void recompute(struct pm_node *n)
 			if (!links_has(v, u->id) && u != &n->mesh[0])
 				continue;	/* not confirmed by v */
 			if (u == &n->mesh[0]) {
-				v->next_slot = peer_by_id(n, v->id);
+				v->next_slot = v->direct_slot;
 				if (v->next_slot == NONE)
 					continue;
 			} else {
@@ -276,6 +277,8 @@ void mesh_peer_up(struct pm_node *n, uint32_t slot)
 {
 	struct mesh_entry *e = entry_get(n, n->peers[slot].id);
 
+	if (e)
+		e->direct_slot = slot;
 	if (e && n->peers[slot].has_addr) {
 		e->addr = n->peers[slot].addr;
 		e->addr_len = n->peers[slot].addr_len;
@@ -290,6 +293,10 @@ void mesh_peer_up(struct pm_node *n, uint32_t slot)
 
 void mesh_peer_down(struct pm_node *n, uint32_t slot)
 {
+	struct mesh_entry *e = entry_find(n, n->peers[slot].id);
+
+	if (e && e->direct_slot == slot)
+		e->direct_slot = NONE;
 	n->mesh_dirty = true;
 }
 
@@ -345,7 +352,7 @@ static int forward(struct pm_node *n, uint32_t from, const struct frame *f,
 			report_unreachable(n, origin, dst);
 		return 0;
 	}
-	next = peer_by_id(n, dst);
+	next = e ? e->direct_slot : NONE;
 	if (next == NONE || !is_neighbour(n, next))
 		next = e ? e->next_slot : NONE;
 	if (next == NONE || next == from) {
@@ -562,12 +569,16 @@ int pm_send_to(struct pm_node *n, uint64_t id, const void *buf, size_t len)
 
 	if (!id)
 		return -EINVAL;
-	if (pm_stream_by_id(n, id, &s) == 0 &&
-	    (id == n->id || is_neighbour(n, (uint32_t)s.h)))
-		return pm_send(n, s, buf, len);
-	if (n->mesh_dirty)
-		mesh_turn(n);
 	e = entry_find(n, id);
+	if (id == n->id || (e && e->direct_slot != NONE &&
+			    is_neighbour(n, e->direct_slot))) {
+		s = handle_of(n, id == n->id ? n->self : e->direct_slot);
+		return pm_send(n, s, buf, len);
+	}
+	if (n->mesh_dirty) {
+		mesh_turn(n);
+		e = entry_find(n, id);
+	}
 	if (!e || e->next_slot == NONE)
 		return -EHOSTUNREACH;
 	slot = e->next_slot;

@@ -102,6 +102,8 @@ struct peer {
 	uint32_t tx_sent;	/* bytes of TX already sent past tx.head */
 	uint64_t orphan_until;	/* lost its dial to DUPLICATE: waits this
 				 * long for the winning connection */
+	uint64_t wait_id;	/* dial once no connection to this node id is
+				 * left (the old stream is still closing) */
 	uint32_t blocked_on;	/* paused until this slot's TX has room */
 	bool has_blocked;	/* some slot is blocked_on this one */
 	uint64_t msgs_in, msgs_out, bytes_in, bytes_out, relayed;
@@ -122,6 +124,7 @@ struct mesh_entry {
 	uint32_t nlinks, cap;
 	uint32_t hops;		/* 0: unreachable */
 	uint32_t next_slot;	/* peer slot of the first hop, or NONE */
+	uint32_t direct_slot;	/* live stream to it, or NONE */
 	uint64_t dial_after_ms;	/* auto-connect backoff */
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
@@ -161,6 +164,7 @@ struct pm_node {
 	uint32_t draining;	/* conns in CONN_DRAIN */
 	uint32_t aliases;	/* slots in PEER_ALIAS with TX left */
 	uint32_t orphans;	/* pending slots waiting for the winner */
+	uint32_t waiting;	/* pending slots with wait_id set */
 
 	struct mesh_entry *mesh;	/* control plane: allocated at create */
 	uint32_t mesh_cap, mesh_used;
@@ -209,6 +213,7 @@ int peer_hello(struct pm_node *n, struct conn *c);
 void node_flush_dirty(struct pm_node *n);
 void node_drain_aliases(struct pm_node *n);
 void node_check_orphans(struct pm_node *n);
+void peer_wake_waiters(struct pm_node *n, uint64_t id);
 bool node_deliver_self(struct pm_node *n);
 void emit(struct pm_node *n, enum pm_event_type type, uint32_t slot,
 	  int error, enum pm_close_reason reason, uint64_t unsent);

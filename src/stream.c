@@ -124,6 +124,10 @@ static void peer_kill(struct pm_node *n, uint32_t slot)
 
 	if (p->state == PEER_ALIAS && ring_used(&p->tx))
 		n->aliases--;
+	if (p->wait_id) {
+		p->wait_id = 0;
+		n->waiting--;
+	}
 	p->gen = p->gen + 1 ? p->gen + 1 : 1;
 	p->state = PEER_ZOMBIE;
 	p->id = 0;
@@ -325,15 +329,18 @@ static uint32_t find_by_id(struct pm_node *n, uint64_t id, uint32_t not)
 	return NONE;
 }
 
+/* A stream dialled to or advertising sa. Closing ones count only for
+ * merges (a close asked before the handshake must reach the merged stream);
+ * pm_connect wants a stream it can still send on. */
 static uint32_t find_by_addr(struct pm_node *n, const struct sockaddr *sa,
-			     uint32_t not)
+			     uint32_t not, bool closing_too)
 {
 	for (uint32_t i = 0; i < n->self; i++) {
 		struct peer *p = &n->peers[i];
 
 		if (i != not && p->has_addr &&
 		    (p->state == PEER_PENDING || p->state == PEER_LIVE ||
-		     p->state == PEER_CLOSING) &&
+		     (closing_too && p->state == PEER_CLOSING)) &&
 		    addr_equal((struct sockaddr *)&p->addr, sa))
 			return i;
 	}
@@ -419,7 +426,7 @@ int peer_hello(struct pm_node *n, struct conn *c)
 	adv_len = addr_from_hello(h, (struct sockaddr *)&c->remote, &adv);
 	q = find_by_id(n, h->node_id, slot);
 	if (q == NONE && adv_len)
-		q = find_by_addr(n, (struct sockaddr *)&adv, slot);
+		q = find_by_addr(n, (struct sockaddr *)&adv, slot, true);
 	if (q != NONE && n->peers[q].id && n->peers[q].id != h->node_id)
 		q = NONE;	/* that address now belongs to another node */
 	if (q != NONE) {
@@ -668,9 +675,30 @@ int pm_connect(struct pm_node *n, const char *addr, struct pm_stream *out)
 		*out = handle_of(n, n->self);
 		return 0;
 	}
-	slot = find_by_addr(n, sa, NONE);
+	slot = find_by_addr(n, sa, NONE, false);
 	if (slot != NONE) {
 		n->peers[slot].user_visible = true;
+		*out = handle_of(n, slot);
+		return 0;
+	}
+	slot = find_by_addr(n, sa, NONE, true);
+	if (slot != NONE && n->peers[slot].id) {
+		/* The old stream to that node is still closing. Dialling now
+		 * would race its CLOSE: the peer could still hold the old
+		 * connection live and refuse the new one as a duplicate. */
+		uint64_t id = n->peers[slot].id;
+
+		slot = peer_alloc(n);
+		if (slot == NONE)
+			return -ENOSPC;
+		struct peer *p = &n->peers[slot];
+
+		memcpy(&p->addr, sa, len);
+		p->addr_len = len;
+		p->has_addr = true;
+		p->user_visible = true;
+		p->wait_id = id;
+		n->waiting++;
 		*out = handle_of(n, slot);
 		return 0;
 	}
@@ -702,6 +730,34 @@ int peer_dial(struct pm_node *n, const struct sockaddr *sa, socklen_t len,
 		return r;
 	}
 	return (int)slot;
+}
+
+/* A connection to id ended: dial the streams that waited for it, unless
+ * another connection to that node is still open. */
+void peer_wake_waiters(struct pm_node *n, uint64_t id)
+{
+	for (uint32_t i = 0; i < n->nconns; i++) {
+		struct conn *c = &n->conns[i];
+
+		if (c->state != CONN_FREE && c->hello.node_id == id)
+			return;
+	}
+	for (uint32_t i = 0; i < n->self && n->waiting; i++) {
+		struct peer *p = &n->peers[i];
+		int r;
+
+		if (p->wait_id != id)
+			continue;
+		p->wait_id = 0;
+		n->waiting--;
+		if (p->state != PEER_PENDING && p->state != PEER_CLOSING)
+			continue;
+		if (p->nconns || p->live != NONE)
+			continue;	/* the peer dialled us meanwhile */
+		r = conn_dial(n, i, (struct sockaddr *)&p->addr, p->addr_len);
+		if (r)
+			peer_closed(n, i, r, PM_CLOSE_NONE);
+	}
 }
 
 uint32_t peer_by_id(struct pm_node *n, uint64_t id)
