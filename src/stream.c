@@ -473,8 +473,13 @@ void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t bytes)
 	struct peer *p = &n->peers[slot];
 
 	/* Free only whole frames: a frame cut by a dead connection is sent
-	 * again, whole, on the next one. */
+	 * again, whole, on the next one. Usually the send covered all that
+	 * was committed: then everything goes without reading a header. */
 	p->tx_sent += bytes;
+	if (p->tx_sent == ring_used(&p->tx)) {
+		p->tx.head = p->tx.tail;
+		p->tx_sent = 0;
+	}
 	while (p->tx_sent >= FRAME_HDR) {
 		uint32_t size = FRAME_HDR + get_be32(ring_head_ptr(&p->tx));
 
