@@ -77,8 +77,10 @@ struct pm_event {
 #define PM_MSG_BROADCAST	(1u << 1)	/* sent to "*" */
 
 struct pm_message {
-	struct pm_stream stream;	/* zero for routed/broadcast messages:
-					 * answer with pm_send_to(peer_id) */
+	struct pm_stream stream;	/* the stream it arrived on; for routed
+					 * and broadcast messages that is the
+					 * last relay: answer the origin with
+					 * pm_send_to(peer_id) */
 	uint64_t peer_id;	/* the sender's (origin's) node id */
 	const void *data;	/* points into the RX ring: valid in the callback */
 	size_t len;

@@ -31,7 +31,7 @@
  *   0 a (u64)   ROUTE/UNREACH: origin     FLOOD/LINKS: origin
  *   8 b (u64)   ROUTE/UNREACH: destination FLOOD/LINKS: sequence
  *  16 hops (u8) relays crossed so far
- *  17 ttl (u8)  hops left; a relay drops the frame at 0
+ *  17 ttl (u8)  hops left; a relay drops a frame that arrives with ttl <= 1
  *  18 x (u16)  LINKS: entry count; else 0
  */
 #define MESH_HDR		20u

@@ -115,8 +115,8 @@ static socklen_t get_addr(const uint8_t *p, struct sockaddr_storage *out)
 	struct hello h = { .addr_type = p[0], .port = get_be16(p + 2) };
 
 	memcpy(h.addr, p + 4, 16);
-	if (h.addr_type > ADDR_TCP6)
-		return 0;
+	if (h.addr_type > ADDR_TCP6 || !h.port)
+		return 0;	/* no address, or none that can be dialled */
 	return addr_from_hello(&h, NULL, out);
 }
 
@@ -204,13 +204,32 @@ static void originate(struct pm_node *n)
 			e->addr_len = n->peers[i].addr_len;
 		}
 	}
-	qsort(self->links, self->nlinks, sizeof(uint64_t), links_cmp);
+	if (self->nlinks > 1)
+		qsort(self->links, self->nlinks, sizeof(uint64_t), links_cmp);
 	self->addr = n->listen_addr;
 	self->addr_len = n->listen_len;
 	self->lsa_seq = ++n->lsa_seq;
 	for (uint32_t i = 0; i < n->self; i++)
-		if (is_neighbour(n, i))
-			send_links(n, i, self);
+		if (is_neighbour(n, i) && send_links(n, i, self))
+			n->peers[i].links_owed = n->mesh_owed = true;
+}
+
+/* Every LINKS we know, to one neighbour: a newcomer, or one whose ring was
+ * full when we last announced. */
+static void send_table(struct pm_node *n, uint32_t slot)
+{
+	n->peers[slot].links_owed = false;
+	for (uint32_t i = 0; i < n->mesh_used; i++) {
+		struct mesh_entry *e = &n->mesh[i];
+
+		if (!e->lsa_seq || e->id == n->peers[slot].id)
+			continue;
+		if (send_links(n, slot, e)) {
+			n->peers[slot].links_owed = true;
+			n->mesh_owed = true;
+			return;
+		}
+	}
 }
 
 static void dial_unknown(struct pm_node *n, struct mesh_entry *e)
@@ -285,9 +304,7 @@ void mesh_peer_up(struct pm_node *n, uint32_t slot)
 	}
 	/* Teach the newcomer the mesh we know; our own LINKS follow from
 	 * originate() at the end of this turn. */
-	for (uint32_t i = 1; i < n->mesh_used; i++)
-		if (n->mesh[i].lsa_seq && n->mesh[i].id != n->peers[slot].id)
-			send_links(n, slot, &n->mesh[i]);
+	send_table(n, slot);
 	n->mesh_dirty = true;
 }
 
@@ -302,11 +319,29 @@ void mesh_peer_down(struct pm_node *n, uint32_t slot)
 
 void mesh_turn(struct pm_node *n)
 {
-	if (!n->mesh_dirty)
+	uint64_t now;
+
+	if (n->mesh_dirty) {
+		n->mesh_dirty = false;
+		originate(n);
+		recompute(n);
+	}
+	if (n->mesh_owed) {
+		n->mesh_owed = false;
+		for (uint32_t i = 0; i < n->self; i++)
+			if (n->peers[i].links_owed && is_neighbour(n, i))
+				send_table(n, i);
+	}
+	if (n->cfg.no_auto_connect || n->mesh_used < 2)
 		return;
-	n->mesh_dirty = false;
-	originate(n);
-	recompute(n);
+	/* Retry dials that failed, even when nothing else changes. */
+	now = node_now_ms();
+	if (now < n->mesh_retry_ms)
+		return;
+	n->mesh_retry_ms = now + 2000;
+	for (uint32_t i = 1; i < n->mesh_used; i++)
+		if (n->mesh[i].hops >= 2)
+			dial_unknown(n, &n->mesh[i]);
 }
 
 /* Sends UNREACH back to origin, saying target could not be reached. */
@@ -362,12 +397,18 @@ static int forward(struct pm_node *n, uint32_t from, const struct frame *f,
 		return 0;
 	}
 	r = peer_reserve(n, next, f->len, &buf);
-	if (r == -EAGAIN) {
+	if (r == -EAGAIN || r == -EBUSY) {
+		/* Full (or the user holds a reservation): stop reading the
+		 * inbound stream until the next hop drains. */
+		n->peers[next].want_writable = false;
 		peer_block_on(n, from, next);
 		return -EAGAIN;
 	}
 	if (r) {
+		/* -EMSGSIZE (a smaller limit on the next hop) or -EPIPE. */
 		n->st.dropped_no_route++;
+		if (f->type == FRAME_ROUTE)
+			report_unreachable(n, origin, dst);
 		return 0;
 	}
 	/* The one copy of the relay path: RX ring to TX ring. */
@@ -386,8 +427,8 @@ static int flood_room(struct pm_node *n, uint32_t from, uint32_t len)
 	for (uint32_t i = 0; i < n->self; i++) {
 		if (i == from || !is_neighbour(n, i))
 			continue;
-		if (ring_free(&n->peers[i].tx) < FRAME_HDR + len +
-		    (n->peers[i].reserved ? n->peers[i].reserve_len : 0)) {
+		if (n->peers[i].reserved ||
+		    ring_free(&n->peers[i].tx) < FRAME_HDR + len) {
 			peer_block_on(n, from, i);
 			return -EAGAIN;
 		}
@@ -435,15 +476,18 @@ static bool window_new(struct mesh_entry *e, uint64_t seq, bool mark)
 	return true;
 }
 
-static int deliver(struct pm_node *n, const struct frame *f, uint64_t origin,
-		   uint32_t flags)
+static int deliver(struct pm_node *n, uint32_t from, const struct frame *f,
+		   uint64_t origin, uint32_t flags)
 {
+	/* stream is the neighbour it came through: the handle to resume if
+	 * the callback pauses; answers go to the origin with pm_send_to. */
 	struct pm_message m = {
+		.stream = handle_of(n, from),
 		.peer_id = origin,
 		.data = f->payload + MESH_HDR,
 		.len = f->len - MESH_HDR,
 		.flags = flags,
-		.hops = (uint32_t)f->payload[16] + 1,
+		.hops = f->payload[16],
 	};
 
 	if (n->cfg.on_message && n->cfg.on_message(n, &m, n->cfg.user) == -EAGAIN)
@@ -466,7 +510,7 @@ static int on_flood(struct pm_node *n, uint32_t from, const struct frame *f,
 	}
 	if (f->payload[17] > 1 && flood_room(n, from, f->len))
 		return -EAGAIN;
-	r = deliver(n, f, origin, PM_MSG_BROADCAST);
+	r = deliver(n, from, f, origin, PM_MSG_BROADCAST);
 	if (r)
 		return r;
 	window_new(e, seq, true);
@@ -520,7 +564,8 @@ static int on_links(struct pm_node *n, uint32_t from, const struct frame *f,
 			l->addr_len = len;
 		}
 	}
-	qsort(e->links, e->nlinks, sizeof(uint64_t), links_cmp);
+	if (e->nlinks > 1)
+		qsort(e->links, e->nlinks, sizeof(uint64_t), links_cmp);
 	if (f->payload[17] > 1)
 		flood(n, from, f);
 	recompute(n);
@@ -539,7 +584,7 @@ int mesh_frame(struct pm_node *n, uint32_t slot, const struct frame *f)
 	switch (f->type) {
 	case FRAME_ROUTE:
 		if (b == n->id)
-			return deliver(n, f, a, PM_MSG_ROUTED);
+			return deliver(n, slot, f, a, PM_MSG_ROUTED);
 		return forward(n, slot, f, a, b);
 	case FRAME_UNREACH:
 		if (b == n->id) {

@@ -106,6 +106,7 @@ struct peer {
 				 * left (the old stream is still closing) */
 	uint32_t blocked_on;	/* paused until this slot's TX has room */
 	bool has_blocked;	/* some slot is blocked_on this one */
+	bool links_owed;	/* a LINKS to it did not fit: send the table */
 	uint64_t msgs_in, msgs_out, bytes_in, bytes_out, relayed;
 	uint64_t id;		/* 0 until the handshake */
 	struct sockaddr_storage addr;	/* dialled or advertised */
@@ -173,6 +174,8 @@ struct pm_node {
 	uint32_t *bfs;			/* scratch queue for route computation */
 	uint32_t *route_prev;		/* next hops before it, to see changes */
 	bool mesh_dirty;		/* our neighbour set changed: re-announce */
+	bool mesh_owed;			/* some neighbour has links_owed */
+	uint64_t mesh_retry_ms;		/* next pass over failed auto-dials */
 	uint64_t lsa_seq, bc_seq;
 
 	struct watch watches[MAX_WATCHES];

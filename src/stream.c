@@ -907,6 +907,8 @@ int pm_close(struct pm_node *n, struct pm_stream s)
 	}
 	if (p->state == PEER_CLOSING)
 		return 0;
+	if (p->state == PEER_LIVE)
+		n->mesh_dirty = true;	/* stop routing through it now */
 	p->state = PEER_CLOSING;
 	p->close_reason = PM_CLOSE_NORMAL;
 	if (p->live != NONE)
