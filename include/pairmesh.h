@@ -111,6 +111,12 @@ struct pm_config {
 	uint32_t max_message;	/* largest payload accepted; default 256 KiB,
 				 * at most ring_size - 8 */
 	bool no_auto_connect;	/* do not dial the nodes learned from others */
+	uint32_t keepalive_ms;	/* PING a connection idle this long; 0 = off;
+				 * default 1000 */
+	uint32_t dead_ms;	/* close one silent this long (-ETIMEDOUT);
+				 * 0 = off; default 5000 */
+	uint32_t handshake_ms;	/* free a slot whose handshake takes longer;
+				 * default 5000 */
 	uint8_t max_hops;	/* hop limit of routed and broadcast frames;
 				 * default 16 */
 	pm_message_fn on_message;
@@ -252,6 +258,7 @@ struct pm_stats {
 	uint64_t rejected_busy;		/* inbound refused: slab full */
 	uint64_t duplicates_closed;	/* connections closed by the pair rule */
 	uint64_t protocol_errors;
+	uint64_t timeouts;		/* handshakes and silent peers given up */
 	uint64_t msgs_in, msgs_out;
 	uint64_t bytes_in, bytes_out;	/* payload bytes */
 	uint64_t relayed;		/* frames forwarded for others */

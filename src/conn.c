@@ -45,6 +45,7 @@ static struct conn *conn_alloc(struct pm_node *n, int fd, bool dialled)
 	c->fd = fd;
 	c->dialled = dialled;
 	c->peer = NONE;
+	c->born_ms = c->last_rx_ms = node_now_ms();
 	c->next_free = NONE;
 	n->conns_used++;
 	return c;
@@ -220,6 +221,8 @@ void conn_arm_recv(struct pm_node *n, struct conn *c)
 	}
 }
 
+static void conn_fail(struct pm_node *n, struct conn *c, int err);
+
 static void start_drain(struct pm_node *n, struct conn *c)
 {
 	uint32_t slot = c->peer;
@@ -314,6 +317,52 @@ void conn_graceful(struct pm_node *n, struct conn *c, uint16_t reason)
 	c->closing = true;
 	c->close_reason = reason;
 	conn_flush(n, c);
+}
+
+/* PING through the TX ring, never from hs_tx: a control frame must not
+ * land inside a frame the ring has half sent. */
+static void send_ping(struct pm_node *n, struct conn *c, uint64_t now)
+{
+	uint8_t token[PING_LEN];
+
+	c->last_ping_ms = now;
+	put_be64(token, now);
+	peer_control(n, c->peer, FRAME_PING, token);
+}
+
+/* Handshakes that take too long, and live peers gone silent. */
+void conn_timers(struct pm_node *n, uint64_t now)
+{
+	const struct pm_config *cfg = &n->cfg;
+
+	for (uint32_t i = 0; i < n->nconns && n->conns_used; i++) {
+		struct conn *c = &n->conns[i];
+
+		switch (c->state) {
+		case CONN_CONNECTING:
+		case CONN_HELLO:
+		case CONN_VERDICT:
+			if (c->closing || now - c->born_ms < cfg->handshake_ms)
+				break;
+			n->st.timeouts++;
+			conn_fail(n, c, -ETIMEDOUT);
+			break;
+		case CONN_LIVE:
+			if (c->closing || c->peer == NONE)
+				break;
+			if (cfg->dead_ms && now - c->last_rx_ms >= cfg->dead_ms) {
+				n->st.timeouts++;
+				peer_closed(n, c->peer, -ETIMEDOUT, PM_CLOSE_NONE);
+			} else if (cfg->keepalive_ms &&
+				   now - c->last_rx_ms >= cfg->keepalive_ms &&
+				   now - c->last_ping_ms >= cfg->keepalive_ms) {
+				send_ping(n, c, now);
+			}
+			break;
+		default:
+			break;
+		}
+	}
 }
 
 void conn_check_deadlines(struct pm_node *n)
@@ -426,6 +475,8 @@ static void on_recv(struct pm_node *n, struct conn *c, int res)
 		peer_unpin(n, c->pin_slot);
 	if (c->state == CONN_DEAD)
 		return;
+	if (res > 0)
+		c->last_rx_ms = node_now_ms();
 	if (res <= 0) {
 		if (c->state == CONN_DRAIN || c->closing)
 			conn_abort(n, c);

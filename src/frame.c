@@ -12,6 +12,8 @@ static bool type_known(uint8_t type)
 	case FRAME_HELLO:
 	case FRAME_ACCEPT:
 	case FRAME_CLOSE:
+	case FRAME_PING:
+	case FRAME_PONG:
 	case FRAME_DATA:
 	case FRAME_ROUTE:
 	case FRAME_FLOOD:

@@ -20,6 +20,9 @@
 #define FRAME_HELLO		0x01	/* handshake, both sides, first frame */
 #define FRAME_ACCEPT		0x02	/* arbiter keeps this connection */
 #define FRAME_CLOSE		0x03	/* reason, then the sender closes */
+#define FRAME_PING		0x04	/* keepalive: answer with PONG */
+#define FRAME_PONG		0x05	/* the PING's 8 bytes, echoed */
+#define PING_LEN		8u
 #define FRAME_DATA		0x10	/* one user message */
 #define FRAME_ROUTE		0x11	/* a message relayed toward one node */
 #define FRAME_FLOOD		0x12	/* a broadcast message, flooded */

@@ -39,6 +39,9 @@ void pm_config_init(struct pm_config *c)
 	c->ring_size = DEFAULT_RING;
 	c->max_message = DEFAULT_MAX_MESSAGE;
 	c->max_hops = 16;
+	c->keepalive_ms = 1000;
+	c->dead_ms = 5000;
+	c->handshake_ms = 5000;
 }
 
 const char *pm_close_reason_str(enum pm_close_reason r)
@@ -217,6 +220,8 @@ int pm_node_create(struct pm_node **out, const struct pm_config *c)
 	}
 	if (!n->cfg.max_hops)
 		n->cfg.max_hops = 16;
+	if (!n->cfg.handshake_ms)
+		n->cfg.handshake_ms = 5000;
 	r = alloc_slabs(n);
 	if (r)
 		goto out_free;
@@ -354,6 +359,17 @@ int pm_node_run(struct pm_node *n, int timeout_ms)
 		timeout_ms = 0;
 	if (n->orphans)
 		node_check_orphans(n);
+	if (n->conns_used) {
+		uint64_t now = node_now_ms();
+
+		if (now >= n->next_tick_ms) {
+			n->next_tick_ms = now + 100;
+			conn_timers(n, now);
+		}
+		/* Wake up for the timers even when nothing else happens. */
+		if (timeout_ms < 0 || timeout_ms > 250)
+			timeout_ms = 250;
+	}
 	if (n->draining || n->orphans) {
 		conn_check_deadlines(n);
 		if (timeout_ms < 0 || timeout_ms > 100)

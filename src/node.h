@@ -59,6 +59,9 @@ struct conn {
 	uint32_t pin_slot;	/* slot whose ring the armed I/O uses */
 	uint32_t next_free;
 	uint64_t deadline_ms;	/* CONN_DRAIN: give up waiting for EOF */
+	uint64_t born_ms;	/* the handshake must end by born + limit */
+	uint64_t last_rx_ms;	/* any byte received: the peer is alive */
+	uint64_t last_ping_ms;
 	struct sockaddr_storage remote;
 	socklen_t remote_len;
 	struct hello hello;	/* the peer's, once read */
@@ -166,6 +169,7 @@ struct pm_node {
 	uint32_t aliases;	/* slots in PEER_ALIAS with TX left */
 	uint32_t orphans;	/* pending slots waiting for the winner */
 	uint32_t waiting;	/* pending slots with wait_id set */
+	uint64_t next_tick_ms;	/* next pass over connection timers */
 
 	struct mesh_entry *mesh;	/* control plane: allocated at create */
 	uint32_t mesh_cap, mesh_used;
@@ -199,6 +203,7 @@ void conn_graceful(struct pm_node *n, struct conn *c, uint16_t reason);
 void conn_check_deadlines(struct pm_node *n);
 void conn_arm_recv(struct pm_node *n, struct conn *c);
 void conn_reject(struct pm_node *n, struct conn *c, uint16_t reason);
+void conn_timers(struct pm_node *n, uint64_t now);
 struct conn *conn_get(struct pm_node *n, uint32_t ci);
 
 /* stream.c */
@@ -227,6 +232,8 @@ int peer_reserve(struct pm_node *n, uint32_t slot, size_t len, void **buf);
 void peer_commit(struct pm_node *n, uint32_t slot, uint8_t type, size_t len);
 uint32_t peer_by_id(struct pm_node *n, uint64_t id);
 void peer_block_on(struct pm_node *n, uint32_t slot, uint32_t on);
+int peer_control(struct pm_node *n, uint32_t slot, uint8_t type,
+		 const uint8_t *payload);
 int peer_dial(struct pm_node *n, const struct sockaddr *sa, socklen_t len,
 	      bool user);
 

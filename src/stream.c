@@ -497,6 +497,24 @@ void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t bytes)
 	}
 }
 
+/*
+ * Queues an 8-byte control frame (PING, PONG) in the TX ring, best effort:
+ * with the ring full or a user reservation open it is skipped, and the
+ * user is not told (the data queued answers for liveness).
+ */
+int peer_control(struct pm_node *n, uint32_t slot, uint8_t type,
+		 const uint8_t *payload)
+{
+	struct peer *p = &n->peers[slot];
+
+	if (p->state != PEER_LIVE || p->reserved ||
+	    ring_free(&p->tx) < FRAME_HDR + PING_LEN)
+		return -EAGAIN;
+	memcpy(ring_tail_ptr(&p->tx) + FRAME_HDR, payload, PING_LEN);
+	peer_commit(n, slot, type, PING_LEN);
+	return 0;
+}
+
 /* Hands each whole frame in the RX ring to the user, in place. */
 void peer_deliver(struct pm_node *n, uint32_t slot)
 {
@@ -521,6 +539,16 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 			if (p->gen != gen)
 				return;
 			if (x == 0) {
+				ring_consume(&p->rx, (uint32_t)r);
+				continue;
+			}
+			r = -EBADMSG;
+		}
+		if (r > 0 && (f.type == FRAME_PING || f.type == FRAME_PONG)) {
+			if (f.len == PING_LEN) {
+				if (f.type == FRAME_PING)
+					peer_control(n, slot, FRAME_PONG,
+						     f.payload);
 				ring_consume(&p->rx, (uint32_t)r);
 				continue;
 			}
