@@ -104,10 +104,52 @@ bench-first: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(BUILD)/bench/throughput
 
+# The programs pairmesh is compared with (bench/peers/) need ZeroMQ and
+# NNG: built only for benchmarking, never by `make` or `make test`.
+PEER_SRC := $(wildcard bench/peers/*.c)
+PEER_BIN := $(PEER_SRC:bench/peers/%.c=$(BUILD)/bench/peers/%)
+BENCH_PKGS := iperf3 libzmq3-dev libnng-dev linux-perf
+
+bench-deps: deps
+	@missing=""; for p in $(BENCH_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+			grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			$$missing >/dev/null; \
+	fi
+
+$(BUILD)/bench/peers/%: bench/peers/%.c
+	@mkdir -p $(dir $@)
+	@[ -n "$(Q)" ] && echo "  CC      $<" || true
+	$(Q)$(CC) $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -o $@ $< \
+		-lzmq -lnng -lpthread
+
+bench-peers: bench-deps $(PEER_BIN)
+
+# Runs pairmesh and its peers side by side and rewrites PERF.md's results.
+bench: bench-deps
+	$(Q)$(MAKE) --no-print-directory all bench-peers
+	$(Q)BUILD=$(BUILD) sh bench/run.sh
+
+bench-quick: bench-deps
+	$(Q)$(MAKE) --no-print-directory all bench-peers
+	$(Q)BUILD=$(BUILD) QUICK=1 sh bench/run.sh
+
+# make flamegraph SCENARIO=throughput ARGS="--size 64"
+flamegraph: bench-deps
+	$(Q)$(MAKE) --no-print-directory all OPT="-O2 -fno-omit-frame-pointer"
+	$(Q)BUILD=$(BUILD) sh tools/flamegraph.sh $(or $(SCENARIO),throughput) $(ARGS)
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps tests test test-san demo bench-first clean
+.PHONY: all deps tests test test-san demo bench-first bench-deps bench-peers \
+	bench bench-quick flamegraph clean
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
