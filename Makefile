@@ -17,7 +17,7 @@ CFLAGS ?= $(OPT) -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
 	  -fno-omit-frame-pointer -fPIC -Iinclude -Isrc -MMD -MP $(SANFLAGS)
 LDFLAGS += $(SANFLAGS)
-LDLIBS := -luring
+LDLIBS := -luring -lsodium
 
 ifeq ($(V),1)
 Q :=
@@ -72,7 +72,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libpairmesh.a
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Installs the Debian packages the build and tests need, only when missing.
-DEB_PKGS := liburing-dev libcmocka-dev iproute2 gcc make
+DEB_PKGS := liburing-dev libcmocka-dev libsodium-dev iproute2 gcc make
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \

@@ -52,7 +52,8 @@ enum pm_close_reason {
 	PM_CLOSE_SELF = 7,	/* a node dialled itself */
 	PM_CLOSE_ID_CONFLICT = 8, /* two live nodes share one id */
 	PM_CLOSE_SHUTDOWN = 9,	/* the peer node is shutting down */
-	PM_CLOSE_REPLACED = 10,	/* a newer connection replaced this one */
+	PM_CLOSE_REPLACED = 10,	/* reserved: session resumption */
+	PM_CLOSE_AUTH = 11,	/* mesh authentication failed or missing */
 };
 
 enum pm_event_type {
@@ -117,6 +118,10 @@ struct pm_config {
 				 * 0 = off; default 5000 */
 	uint32_t handshake_ms;	/* free a slot whose handshake takes longer;
 				 * default 5000 */
+	const uint8_t *key;	/* mesh key: only nodes holding the same key
+				 * connect (mutual challenge-response); NULL =
+				 * open mesh. Copied at create. */
+	size_t key_len;		/* must be 32 when key is set */
 	uint8_t max_hops;	/* hop limit of routed and broadcast frames;
 				 * default 16 */
 	pm_message_fn on_message;
@@ -259,6 +264,7 @@ struct pm_stats {
 	uint64_t duplicates_closed;	/* connections closed by the pair rule */
 	uint64_t protocol_errors;
 	uint64_t timeouts;		/* handshakes and silent peers given up */
+	uint64_t auth_failures;		/* peers refused: no key, wrong key */
 	uint64_t msgs_in, msgs_out;
 	uint64_t bytes_in, bytes_out;	/* payload bytes */
 	uint64_t relayed;		/* frames forwarded for others */
@@ -272,6 +278,13 @@ struct pm_stats {
 
 /* Fills *st with the node's counters. */
 void pm_node_stats(const struct pm_node *n, struct pm_stats *st);
+
+/*
+ * Reads a mesh key file: 64 hex digits (whitespace around them ignored) or
+ * exactly 32 raw bytes. Returns 0 and fills key[32], -EINVAL for another
+ * content, or -errno from opening/reading.
+ */
+int pm_key_load(const char *path, uint8_t key[32]);
 
 /* A static string for a close reason. */
 const char *pm_close_reason_str(enum pm_close_reason r);

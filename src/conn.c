@@ -6,8 +6,11 @@
  * stream.c; this file only moves bytes and states (docs/PROTOCOL.md,
  * "Connection state machine").
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/tcp.h>
+#include <sodium.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -85,9 +88,38 @@ static void queue_hello(struct pm_node *n, struct conn *c)
 	};
 
 	addr_to_hello((struct sockaddr *)&n->listen_addr, &h);
+	if (n->has_key)
+		h.flags |= HELLO_F_AUTH;
 	hello_put(c->hs_tx, &h);
 	c->hs_tx_len = FRAME_HDR + HELLO_LEN;
 	c->hs_tx_off = 0;
+	if (!n->has_key)
+		return;
+	/* A fresh challenge per connection: a recorded proof is useless. */
+	randombytes_buf(c->my_chal, AUTH_LEN);
+	frame_put_hdr(c->hs_tx + c->hs_tx_len, FRAME_AUTH, AUTH_LEN);
+	memcpy(c->hs_tx + c->hs_tx_len + FRAME_HDR, c->my_chal, AUTH_LEN);
+	c->hs_tx_len += FRAME_HDR + AUTH_LEN;
+}
+
+/*
+ * The proof that `prover` holds the key: a MAC over the verifier's
+ * challenge, the prover's, and both ids in prover-first order, so a proof
+ * cannot be reflected back or replayed on another connection.
+ */
+static void auth_proof(const struct pm_node *n, uint8_t out[AUTH_LEN],
+		       const uint8_t *verifier_chal, const uint8_t *prover_chal,
+		       uint64_t prover, uint64_t verifier)
+{
+	static const char label[16] = "pairmesh auth v1";
+	uint8_t in[16 + 2 * AUTH_LEN + 16];
+
+	memcpy(in, label, 16);
+	memcpy(in + 16, verifier_chal, AUTH_LEN);
+	memcpy(in + 16 + AUTH_LEN, prover_chal, AUTH_LEN);
+	put_be64(in + 16 + 2 * AUTH_LEN, prover);
+	put_be64(in + 24 + 2 * AUTH_LEN, verifier);
+	crypto_auth(out, in, sizeof(in), n->key);
 }
 
 /* Appends a handshake frame behind what hs_tx still has to send. */
@@ -184,7 +216,8 @@ void conn_arm_recv(struct pm_node *n, struct conn *c)
 	    c->state == CONN_DEAD || c->state == CONN_FREE)
 		return;
 	c->recv_to_ring = false;
-	if ((c->state == CONN_HELLO || c->state == CONN_VERDICT) &&
+	if ((c->state == CONN_HELLO || c->state == CONN_AUTH ||
+	     c->state == CONN_PROOF || c->state == CONN_VERDICT) &&
 	    !c->closing) {
 		/* Read exactly one frame, never past it: after the verdict the
 		 * bytes belong to the peer's RX ring. The header was checked
@@ -341,6 +374,8 @@ void conn_timers(struct pm_node *n, uint64_t now)
 		switch (c->state) {
 		case CONN_CONNECTING:
 		case CONN_HELLO:
+		case CONN_AUTH:
+		case CONN_PROOF:
 		case CONN_VERDICT:
 			if (c->closing || now - c->born_ms < cfg->handshake_ms)
 				break;
@@ -416,7 +451,8 @@ static void remote_close(struct pm_node *n, struct conn *c, int reason)
 		n->orphans++;
 		return;
 	}
-	peer_closed(n, slot, reason == PM_CLOSE_BUSY ? -ECONNREFUSED : 0,
+	peer_closed(n, slot, reason == PM_CLOSE_BUSY ? -ECONNREFUSED :
+		    reason == PM_CLOSE_AUTH ? -EACCES : 0,
 		    (enum pm_close_reason)reason);
 }
 
@@ -429,6 +465,70 @@ static void protocol_error(struct pm_node *n, struct conn *c, uint16_t why)
 	if (slot != NONE && n->peers[slot].nconns == 0 &&
 	    n->peers[slot].live == NONE)
 		peer_closed(n, slot, -EPROTO, (enum pm_close_reason)why);
+}
+
+/* Refuses a peer without the mesh key (or with another): counted, and
+ * logged once per remote address so a scanner cannot flood the log. */
+static void auth_refuse(struct pm_node *n, struct conn *c, const char *why)
+{
+	struct sockaddr_storage host = c->remote;
+	uint32_t slot = c->peer;
+	bool seen = false;
+
+	n->st.auth_failures++;
+	/* Once per remote host: its ports change with every attempt. */
+	((struct sockaddr_in *)&host)->sin_port = 0;
+	for (uint32_t i = 0; i < n->auth_logged_n; i++)
+		seen |= addr_equal((struct sockaddr *)&n->auth_logged[i],
+				   (struct sockaddr *)&host);
+	if (!seen && c->remote_len) {
+		char a[INET6_ADDRSTRLEN + 8] = "?";
+
+		addr_format((struct sockaddr *)&c->remote, a, sizeof(a));
+		fprintf(stderr, "pairmesh: refused %s: %s (logged once per "
+			"host)\n", a, why);
+		if (n->auth_logged_n < 8)
+			n->auth_logged[n->auth_logged_n++] = host;
+	}
+	conn_reject(n, c, PM_CLOSE_AUTH);
+	if (slot != NONE && n->peers[slot].nconns == 0 &&
+	    n->peers[slot].live == NONE)
+		peer_closed(n, slot, -EACCES, PM_CLOSE_AUTH);
+}
+
+/* The mesh-key steps between HELLO and the pair rule. */
+static void auth_frame(struct pm_node *n, struct conn *c,
+		       const struct frame *f)
+{
+	uint8_t proof[AUTH_LEN];
+
+	if (c->state == CONN_AUTH && f->type == FRAME_AUTH &&
+	    f->len == AUTH_LEN) {
+		memcpy(c->peer_chal, f->payload, AUTH_LEN);
+		auth_proof(n, proof, c->peer_chal, c->my_chal, n->id,
+			   c->hello.node_id);
+		if (c->hs_tx_off == c->hs_tx_len)
+			c->hs_tx_len = c->hs_tx_off = 0;
+		frame_put_hdr(c->hs_tx + c->hs_tx_len, FRAME_PROOF, AUTH_LEN);
+		memcpy(c->hs_tx + c->hs_tx_len + FRAME_HDR, proof, AUTH_LEN);
+		c->hs_tx_len += FRAME_HDR + AUTH_LEN;
+		c->state = CONN_PROOF;
+		conn_flush(n, c);
+		return;
+	}
+	if (c->state == CONN_PROOF && f->type == FRAME_PROOF &&
+	    f->len == AUTH_LEN) {
+		auth_proof(n, proof, c->my_chal, c->peer_chal,
+			   c->hello.node_id, n->id);
+		if (crypto_verify_32(proof, f->payload) != 0) {
+			auth_refuse(n, c, "wrong mesh key");
+			return;
+		}
+		c->state = CONN_HELLO;	/* peer_hello moves it on */
+		peer_hello(n, c);
+		return;
+	}
+	protocol_error(n, c, PM_CLOSE_PROTOCOL);
 }
 
 static void handshake_frame(struct pm_node *n, struct conn *c)
@@ -456,7 +556,22 @@ static void handshake_frame(struct pm_node *n, struct conn *c)
 				       PM_CLOSE_VERSION : PM_CLOSE_PROTOCOL);
 			return;
 		}
+		bool wants = c->hello.flags & HELLO_F_AUTH;
+
+		if (n->has_key != wants) {
+			auth_refuse(n, c, n->has_key ? "no mesh key" :
+				    "it requires a mesh key we lack");
+			return;
+		}
+		if (n->has_key) {
+			c->state = CONN_AUTH;
+			return;
+		}
 		peer_hello(n, c);
+		return;
+	}
+	if (c->state == CONN_AUTH || c->state == CONN_PROOF) {
+		auth_frame(n, c, &f);
 		return;
 	}
 	if (c->state == CONN_VERDICT && f.type == FRAME_ACCEPT && !f.len) {
@@ -498,7 +613,8 @@ static void on_recv(struct pm_node *n, struct conn *c, int res)
 			ring_produce(&n->peers[slot].rx, (uint32_t)res);
 			peer_deliver(n, slot);
 		}
-	} else if ((c->state == CONN_HELLO || c->state == CONN_VERDICT) &&
+	} else if ((c->state == CONN_HELLO || c->state == CONN_AUTH ||
+		    c->state == CONN_PROOF || c->state == CONN_VERDICT) &&
 		   !c->closing) {
 		c->hs_have += (uint32_t)res;
 		handshake_frame(n, c);

@@ -23,6 +23,10 @@
 #define FRAME_PING		0x04	/* keepalive: answer with PONG */
 #define FRAME_PONG		0x05	/* the PING's 8 bytes, echoed */
 #define PING_LEN		8u
+#define FRAME_AUTH		0x06	/* mesh key: a fresh 32-byte challenge */
+#define FRAME_PROOF		0x07	/* mesh key: MAC over both challenges */
+#define AUTH_LEN		32u
+#define HELLO_F_AUTH		0x01	/* HELLO flag: this node needs the key */
 #define FRAME_DATA		0x10	/* one user message */
 #define FRAME_ROUTE		0x11	/* a message relayed toward one node */
 #define FRAME_FLOOD		0x12	/* a broadcast message, flooded */

@@ -4,6 +4,8 @@
  * slabs, and the loop that turns completions into callbacks.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +60,7 @@ const char *pm_close_reason_str(enum pm_close_reason r)
 		[PM_CLOSE_ID_CONFLICT] = "id conflict",
 		[PM_CLOSE_SHUTDOWN] = "shutdown",
 		[PM_CLOSE_REPLACED] = "replaced",
+		[PM_CLOSE_AUTH] = "authentication failed",
 	};
 
 	if ((unsigned)r < sizeof(names) / sizeof(names[0]) && names[r])
@@ -72,6 +75,8 @@ static int check_config(const struct pm_config *c)
 	if (!ring_size_ok(c->ring_size))
 		return -EINVAL;
 	if (!c->max_message || c->max_message > c->ring_size - FRAME_HDR)
+		return -EINVAL;
+	if (c->key && c->key_len != 32)
 		return -EINVAL;
 	if (c->engine != PM_ENGINE_AUTO && c->engine != PM_ENGINE_IO_URING &&
 	    c->engine != PM_ENGINE_EPOLL)
@@ -205,6 +210,15 @@ int pm_node_create(struct pm_node **out, const struct pm_config *c)
 		return -ENOMEM;
 	n->cfg = *c;
 	n->listen_fd = -1;
+	if (c->key) {
+		if (sodium_init() < 0) {
+			free(n);
+			return -EIO;
+		}
+		memcpy(n->key, c->key, sizeof(n->key));
+		n->has_key = true;
+		n->cfg.key = NULL;	/* the caller's buffer may go away */
+	}
 	for (int i = 0; i < MAX_WATCHES; i++)
 		n->watches[i].fd = -1;
 	if (getrandom(&n->nonce, sizeof(n->nonce), 0) != sizeof(n->nonce)) {
@@ -265,7 +279,49 @@ void pm_node_destroy(struct pm_node *n)
 	free(n->peers);
 	free(n->conns);
 	free(n->dirty);
+	sodium_memzero(n->key, sizeof(n->key));
 	free(n);
+}
+
+int pm_key_load(const char *path, uint8_t key[32])
+{
+	uint8_t buf[130];
+	size_t len = 0, hex_len;
+	const char *end;
+	ssize_t r;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	while (len < sizeof(buf) &&
+	       (r = read(fd, buf + len, sizeof(buf) - len)) > 0)
+		len += (size_t)r;
+	r = r < 0 ? -errno : 0;
+	close(fd);
+	if (r)
+		return (int)r;
+	if (len == 32) {
+		memcpy(key, buf, 32);
+		sodium_memzero(buf, sizeof(buf));
+		return 0;
+	}
+	/* Hex, with whitespace around it (a trailing newline, say). */
+	size_t a = 0;
+
+	while (a < len && (buf[a] == ' ' || buf[a] == '\n' || buf[a] == '\t' ||
+			   buf[a] == '\r'))
+		a++;
+	while (len > a && (buf[len - 1] == ' ' || buf[len - 1] == '\n' ||
+			   buf[len - 1] == '\t' || buf[len - 1] == '\r'))
+		len--;
+	if (len - a != 64 ||
+	    sodium_hex2bin(key, 32, (const char *)buf + a, len - a, NULL,
+			   &hex_len, &end) || hex_len != 32) {
+		sodium_memzero(buf, sizeof(buf));
+		return -EINVAL;
+	}
+	sodium_memzero(buf, sizeof(buf));
+	return 0;
 }
 
 static void watch_arm(struct pm_node *n, uint32_t i)

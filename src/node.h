@@ -37,6 +37,8 @@ enum conn_state {
 	CONN_FREE = 0,
 	CONN_CONNECTING,	/* dialler: connect in flight */
 	CONN_HELLO,		/* reading the peer's HELLO */
+	CONN_AUTH,		/* mesh key: reading the peer's challenge */
+	CONN_PROOF,		/* mesh key: reading the peer's proof */
 	CONN_VERDICT,		/* non-arbiter: reading ACCEPT or CLOSE */
 	CONN_LIVE,		/* carrying the peer's stream */
 	CONN_DRAIN,		/* CLOSE sent, write side shut, reading to EOF */
@@ -69,7 +71,11 @@ struct conn {
 	uint8_t hs_rx[FRAME_HDR + HANDSHAKE_MAX];
 	uint32_t hs_tx_len;	/* handshake frames queued from hs_tx */
 	uint32_t hs_tx_off;	/* ... of which sent */
-	uint8_t hs_tx[2 * FRAME_HDR + HELLO_LEN + FRAME_HDR + CLOSE_LEN];
+	/* HELLO, AUTH, PROOF, ACCEPT and CLOSE may all be queued at once. */
+	uint8_t hs_tx[FRAME_HDR + HELLO_LEN + 2 * (FRAME_HDR + AUTH_LEN) +
+		      FRAME_HDR + FRAME_HDR + CLOSE_LEN];
+	uint8_t my_chal[AUTH_LEN];	/* mesh key: our challenge */
+	uint8_t peer_chal[AUTH_LEN];
 };
 
 enum peer_state {
@@ -170,6 +176,11 @@ struct pm_node {
 	uint32_t orphans;	/* pending slots waiting for the winner */
 	uint32_t waiting;	/* pending slots with wait_id set */
 	uint64_t next_tick_ms;	/* next pass over connection timers */
+
+	bool has_key;
+	uint8_t key[32];		/* mesh key (cfg.key copied) */
+	struct sockaddr_storage auth_logged[8];	/* refusals logged once */
+	uint32_t auth_logged_n;
 
 	struct mesh_entry *mesh;	/* control plane: allocated at create */
 	uint32_t mesh_cap, mesh_used;
