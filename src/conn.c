@@ -265,10 +265,41 @@ static void start_drain(struct pm_node *n, struct conn *c)
 	c->state = CONN_DRAIN;
 	c->deadline_ms = node_now_ms() + DRAIN_MS;
 	n->draining++;
-	/* The user's close of a live stream ends here: all was sent. */
-	if (was_live && n->peers[slot].state == PEER_CLOSING)
-		peer_closed(n, slot, 0, n->peers[slot].close_reason);
+	/* The user's close of a live stream ends here: all was written
+	 * before CLOSE on this connection, so none of it is unsent. */
+	if (was_live && n->peers[slot].state == PEER_CLOSING) {
+		struct peer *p = &n->peers[slot];
+
+		p->tx.head = p->tx.tail;
+		p->tx_sent = 0;
+		peer_closed(n, slot, 0, p->close_reason);
+	}
 	conn_arm_recv(n, c);
+}
+
+/* Fills the control buffer: RESUME once per connection, then an ACK of
+ * what was consumed, if the stream owes one. */
+static void fill_ctl(struct pm_node *n, struct conn *c)
+{
+	struct peer *p = &n->peers[c->peer];
+
+	if (c->ctl_off < c->ctl_len)
+		return;
+	c->ctl_len = c->ctl_off = 0;
+	if (c->resume_due) {
+		c->resume_due = false;
+		frame_put_hdr(c->ctl, FRAME_RESUME, RESUME_LEN);
+		put_be64(c->ctl + FRAME_HDR, p->tx_epoch);
+		put_be64(c->ctl + FRAME_HDR + 8, p->tx_pos);
+		c->ctl_len = FRAME_HDR + RESUME_LEN;
+	}
+	if (p->ack_due) {
+		p->ack_due = false;
+		p->rx_acked = p->rx_pos;
+		frame_put_hdr(c->ctl + c->ctl_len, FRAME_ACK, ACK_LEN);
+		put_be64(c->ctl + c->ctl_len + FRAME_HDR, p->rx_pos);
+		c->ctl_len += FRAME_HDR + ACK_LEN;
+	}
 }
 
 void conn_flush(struct pm_node *n, struct conn *c)
@@ -281,19 +312,34 @@ void conn_flush(struct pm_node *n, struct conn *c)
 	    c->state == CONN_DRAIN || c->state == CONN_CONNECTING)
 		return;
 	c->send_from_ring = false;
-	if (c->hs_tx_off < c->hs_tx_len) {
+	c->send_from_ctl = false;
+	bool live = c->state == CONN_LIVE && c->peer != NONE;
+	struct peer *p = live ? &n->peers[c->peer] : NULL;
+
+	/* A closer acknowledges all it consumed before its CLOSE, so the
+	 * peer learns none of its messages are lost. */
+	if (live && c->closing && p->rx_pos != p->rx_acked)
+		p->ack_due = true;
+	/* Control frames go between ring frames, never inside one. */
+	if (live && !c->mid_frame && !c->close_queued)
+		fill_ctl(n, c);
+	if (c->hs_tx_off < c->hs_tx_len && !c->mid_frame) {
 		buf = c->hs_tx + c->hs_tx_off;
 		len = c->hs_tx_len - c->hs_tx_off;
-	} else if (c->state == CONN_LIVE && c->peer != NONE &&
-		   ring_used(&n->peers[c->peer].tx) > n->peers[c->peer].tx_sent) {
-		struct peer *p = &n->peers[c->peer];
-
+	} else if (live && c->ctl_off < c->ctl_len && !c->mid_frame) {
+		buf = c->ctl + c->ctl_off;
+		len = c->ctl_len - c->ctl_off;
+		c->send_from_ctl = true;
+	} else if (live && !c->close_queued &&
+		   ring_used(&p->tx) > p->tx_sent) {
 		/* One send covers the whole ready span: the mirror makes it
 		 * contiguous even when it wraps. */
 		buf = ring_head_ptr(&p->tx) + p->tx_sent;
 		len = ring_used(&p->tx) - p->tx_sent;
 		c->send_from_ring = true;
 	} else if (c->closing && !c->close_queued) {
+		/* Everything committed has been written: CLOSE follows it
+		 * on the same connection, so it cannot overtake it. */
 		queue_hs_frame(c, FRAME_CLOSE, c->close_reason);
 		c->close_queued = true;
 		buf = c->hs_tx + c->hs_tx_off;
@@ -310,9 +356,13 @@ void conn_flush(struct pm_node *n, struct conn *c)
 		return;
 	}
 	c->send_armed = true;
+	c->send_len = (uint32_t)len;
 	if (c->send_from_ring) {
+		/* Counted as sent when issued: the peer may acknowledge these
+		 * bytes before this send's completion is reaped. */
 		c->pin_slot = c->peer;
 		n->peers[c->peer].pins++;
+		n->peers[c->peer].tx_sent += (uint32_t)len;
 	}
 }
 
@@ -385,6 +435,11 @@ void conn_timers(struct pm_node *n, uint64_t now)
 		case CONN_LIVE:
 			if (c->closing || c->peer == NONE)
 				break;
+			if (n->peers[c->peer].rx_pos != n->peers[c->peer].rx_acked) {
+				/* Acknowledge leftovers at least every tick. */
+				n->peers[c->peer].ack_due = true;
+				peer_mark_dirty(n, c->peer);
+			}
 			if (cfg->dead_ms && now - c->last_rx_ms >= cfg->dead_ms) {
 				n->st.timeouts++;
 				peer_closed(n, c->peer, -ETIMEDOUT, PM_CLOSE_NONE);
@@ -636,10 +691,17 @@ static void on_send(struct pm_node *n, struct conn *c, int res)
 		conn_fail(n, c, res);
 		return;
 	}
-	if (from_ring && c->peer == c->pin_slot)
-		peer_tx_sent(n, c->peer, (uint32_t)res);
-	else
+	if (from_ring) {
+		/* The span asked ended on a frame boundary (the ring's tail
+		 * then); a short send stops inside a frame. */
+		c->mid_frame = (uint32_t)res < c->send_len;
+		if (c->peer == c->pin_slot)
+			peer_tx_sent(n, c->peer, c->send_len - (uint32_t)res);
+	} else if (c->send_from_ctl) {
+		c->ctl_off += (uint32_t)res;
+	} else {
 		c->hs_tx_off += (uint32_t)res;
+	}
 	if (c->state != CONN_DEAD)
 		conn_flush(n, c);
 }

@@ -16,6 +16,8 @@ static bool type_known(uint8_t type)
 	case FRAME_PONG:
 	case FRAME_AUTH:
 	case FRAME_PROOF:
+	case FRAME_ACK:
+	case FRAME_RESUME:
 	case FRAME_DATA:
 	case FRAME_ROUTE:
 	case FRAME_FLOOD:

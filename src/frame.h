@@ -27,6 +27,10 @@
 #define FRAME_PROOF		0x07	/* mesh key: MAC over both challenges */
 #define AUTH_LEN		32u
 #define HELLO_F_AUTH		0x01	/* HELLO flag: this node needs the key */
+#define FRAME_ACK		0x08	/* stream position consumed (u64) */
+#define FRAME_RESUME		0x09	/* epoch (u64), replay position (u64) */
+#define ACK_LEN			8u
+#define RESUME_LEN		16u
 #define FRAME_DATA		0x10	/* one user message */
 #define FRAME_ROUTE		0x11	/* a message relayed toward one node */
 #define FRAME_FLOOD		0x12	/* a broadcast message, flooded */

@@ -54,6 +54,7 @@ struct conn {
 	bool send_armed;
 	bool recv_to_ring;	/* the armed recv targets the peer's RX ring */
 	bool send_from_ring;	/* the armed send comes from the peer's TX ring */
+	bool send_from_ctl;	/* ... from ctl */
 	bool closing;		/* send CLOSE(close_reason) once TX is empty */
 	bool close_queued;
 	uint16_t close_reason;
@@ -74,6 +75,13 @@ struct conn {
 	/* HELLO, AUTH, PROOF, ACCEPT and CLOSE may all be queued at once. */
 	uint8_t hs_tx[FRAME_HDR + HELLO_LEN + 2 * (FRAME_HDR + AUTH_LEN) +
 		      FRAME_HDR + FRAME_HDR + CLOSE_LEN];
+	/* Control frames outside the TX ring (RESUME, ACK), written only at
+	 * a frame boundary of the ring's byte stream. */
+	uint8_t ctl[FRAME_HDR + RESUME_LEN + FRAME_HDR + ACK_LEN];
+	uint32_t ctl_len, ctl_off;
+	bool resume_due;	/* live: RESUME goes before any ring byte */
+	bool mid_frame;		/* the last ring send stopped inside a frame */
+	uint32_t send_len;	/* bytes asked by the send in flight */
 	uint8_t my_chal[AUTH_LEN];	/* mesh key: our challenge */
 	uint8_t peer_chal[AUTH_LEN];
 };
@@ -109,6 +117,16 @@ struct peer {
 	uint32_t next_free;
 	uint32_t peer_max;	/* the peer's max_message */
 	uint32_t tx_sent;	/* bytes of TX already sent past tx.head */
+	/* Session: the TX ring is one byte stream; tx.head sits at stream
+	 * position tx_pos (bytes the peer acknowledged). rx_pos counts the
+	 * peer's stream bytes consumed here. */
+	uint64_t tx_epoch;	/* random per stream: tells replays from news */
+	uint64_t tx_pos;
+	uint64_t rx_epoch;	/* the peer's tx_epoch, from its RESUME */
+	uint64_t rx_pos;
+	uint64_t rx_acked;	/* rx_pos last acknowledged */
+	uint64_t rx_skip;	/* replayed bytes already consumed: dropped */
+	bool ack_due;
 	uint64_t orphan_until;	/* lost its dial to DUPLICATE: waits this
 				 * long for the winning connection */
 	uint64_t wait_id;	/* dial once no connection to this node id is
@@ -192,6 +210,7 @@ struct pm_node {
 	bool mesh_owed;			/* some neighbour has links_owed */
 	uint64_t mesh_retry_ms;		/* next pass over failed auto-dials */
 	uint64_t lsa_seq, bc_seq;
+	uint64_t epochs;		/* streams created: their epochs differ */
 
 	struct watch watches[MAX_WATCHES];
 	uint8_t scratch[4096];	/* recv target for CONN_DRAIN */

@@ -6,6 +6,8 @@
  * and the public send/reserve/commit/close calls.
  */
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "node.h"
@@ -102,6 +104,8 @@ uint32_t peer_alloc(struct pm_node *n)
 	p->blocked_on = NONE;
 	p->next_free = NONE;
 	p->peer_max = n->cfg.max_message;
+	/* Unique per stream: the node's random nonce, mixed with a count. */
+	p->tx_epoch = n->nonce ^ (++n->epochs * 0x9e3779b97f4a7c15ULL);
 	n->peers_used++;
 	return slot;
 }
@@ -182,13 +186,19 @@ void peer_mark_dirty(struct pm_node *n, uint32_t slot)
 	}
 }
 
+/* User messages still in a TX ring (not acknowledged by the peer);
+ * the node's own control and topology frames do not count. */
 static uint64_t count_frames(struct ring *r)
 {
 	uint64_t count = 0;
 
 	for (uint32_t at = r->head; at != r->tail;
-	     at += FRAME_HDR + get_be32(r->base + (at & r->mask)))
-		count++;
+	     at += FRAME_HDR + get_be32(r->base + (at & r->mask))) {
+		uint8_t type = r->base[(at & r->mask) + 4];
+
+		count += type == FRAME_DATA || type == FRAME_ROUTE ||
+			 type == FRAME_FLOOD;
+	}
 	return count;
 }
 
@@ -280,7 +290,11 @@ void peer_went_live(struct pm_node *n, uint32_t slot, uint32_t ci)
 	}
 	c->state = CONN_LIVE;
 	p->live = ci;
+	/* Replay from the first byte the peer has not acknowledged; RESUME
+	 * tells it where that is, before any ring byte. */
 	p->tx_sent = 0;
+	c->resume_due = true;
+	c->mid_frame = false;
 	if (p->orphan_until) {
 		p->orphan_until = 0;
 		n->orphans--;
@@ -468,26 +482,29 @@ int peer_hello(struct pm_node *n, struct conn *c)
 	return 0;
 }
 
-void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t bytes)
+/* A ring send completed short by `unsent` bytes: they go again. Nothing
+ * is freed on send: bytes stay until the peer says it consumed them, so a
+ * connection that dies loses nothing. */
+void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t unsent)
+{
+	n->peers[slot].tx_sent -= unsent;
+}
+
+/* The peer consumed our stream up to position pos: free that much. */
+static int peer_acked(struct pm_node *n, uint32_t slot, uint64_t pos)
 {
 	struct peer *p = &n->peers[slot];
+	uint64_t done;
 
-	/* Free only whole frames: a frame cut by a dead connection is sent
-	 * again, whole, on the next one. Usually the send covered all that
-	 * was committed: then everything goes without reading a header. */
-	p->tx_sent += bytes;
-	if (p->tx_sent == ring_used(&p->tx)) {
-		p->tx.head = p->tx.tail;
-		p->tx_sent = 0;
-	}
-	while (p->tx_sent >= FRAME_HDR) {
-		uint32_t size = FRAME_HDR + get_be32(ring_head_ptr(&p->tx));
-
-		if (p->tx_sent < size)
-			break;
-		ring_consume(&p->tx, size);
-		p->tx_sent -= size;
-	}
+	if (pos <= p->tx_pos)
+		return 0;	/* old news (a replayed ACK) */
+	done = pos - p->tx_pos;
+	if (done > p->tx_sent)
+		return -EBADMSG;	/* acknowledges bytes never sent */
+	/* Acks land on frame boundaries: the peer consumes whole frames. */
+	ring_consume(&p->tx, (uint32_t)done);
+	p->tx_sent -= (uint32_t)done;
+	p->tx_pos = pos;
 	if (p->has_blocked)
 		release_blocked(n, slot);
 	if (p->want_writable && p->state == PEER_LIVE &&
@@ -495,6 +512,28 @@ void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t bytes)
 		p->want_writable = false;
 		emit(n, PM_EV_WRITABLE, slot, 0, PM_CLOSE_NONE, 0);
 	}
+	return 0;
+}
+
+/* A new connection carries the peer's stream from position pos. */
+static void peer_resumed(struct pm_node *n, uint32_t slot, uint64_t epoch,
+			 uint64_t pos)
+{
+	struct peer *p = &n->peers[slot];
+
+	if (epoch != p->rx_epoch) {
+		/* Another stream than the one we were reading (a new peer
+		 * stream): its bytes before pos were acked to nobody here
+		 * and cannot be asked for; start reading at pos. */
+		p->rx_epoch = epoch;
+		p->rx_pos = p->rx_acked = pos;
+		p->rx_skip = 0;
+		return;
+	}
+	/* Same stream: drop what we consumed already, take what is new. */
+	p->rx_skip = p->rx_pos > pos ? p->rx_pos - pos : 0;
+	if (pos > p->rx_pos)
+		p->rx_pos = p->rx_acked = pos;
 }
 
 /*
@@ -515,6 +554,18 @@ int peer_control(struct pm_node *n, uint32_t slot, uint8_t type,
 	return 0;
 }
 
+/* A frame of the peer's ring stream is done: count it, and owe an ACK
+ * once a quarter ring is unacknowledged (the tick acks the rest). */
+static void rx_stream_consume(struct pm_node *n, struct peer *p, uint32_t r)
+{
+	ring_consume(&p->rx, r);
+	p->rx_pos += r;
+	if (p->rx_pos - p->rx_acked >= p->rx.size / 16 && !p->ack_due) {
+		p->ack_due = true;
+		peer_mark_dirty(n, (uint32_t)(p - n->peers));
+	}
+}
+
 /* Hands each whole frame in the RX ring to the user, in place. */
 void peer_deliver(struct pm_node *n, uint32_t slot)
 {
@@ -528,6 +579,33 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 
 		if (r == 0)
 			break;
+		if (r > 0 && (f.type == FRAME_ACK || f.type == FRAME_RESUME)) {
+			/* Control, outside the peer's ring stream: not
+			 * counted in rx_pos. */
+			int x = -EBADMSG;
+
+			if (f.type == FRAME_ACK && f.len == ACK_LEN)
+				x = peer_acked(n, slot, get_be64(f.payload));
+			if (f.type == FRAME_RESUME && f.len == RESUME_LEN) {
+				peer_resumed(n, slot, get_be64(f.payload),
+					     get_be64(f.payload + 8));
+				x = 0;
+			}
+			if (p->gen != gen)
+				return;
+			if (!x) {
+				ring_consume(&p->rx, (uint32_t)r);
+				continue;
+			}
+			r = -EBADMSG;
+		}
+		if (r > 0 && p->rx_skip && f.type != FRAME_CLOSE) {
+			/* Replayed after a reconnect: consumed before. */
+			p->rx_skip -= (uint64_t)r < p->rx_skip ? (uint64_t)r :
+				      p->rx_skip;
+			ring_consume(&p->rx, (uint32_t)r);
+			continue;
+		}
 		if (r > 0 && f.type >= FRAME_ROUTE && f.type <= FRAME_UNREACH) {
 			int x = mesh_frame(n, slot, &f);
 
@@ -539,7 +617,7 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 			if (p->gen != gen)
 				return;
 			if (x == 0) {
-				ring_consume(&p->rx, (uint32_t)r);
+				rx_stream_consume(n, p, (uint32_t)r);
 				continue;
 			}
 			r = -EBADMSG;
@@ -549,7 +627,7 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 				if (f.type == FRAME_PING)
 					peer_control(n, slot, FRAME_PONG,
 						     f.payload);
-				ring_consume(&p->rx, (uint32_t)r);
+				rx_stream_consume(n, p, (uint32_t)r);
 				continue;
 			}
 			r = -EBADMSG;
@@ -587,7 +665,7 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 		}
 		if (p->gen != gen)
 			return;
-		ring_consume(&p->rx, (uint32_t)r);
+		rx_stream_consume(n, p, (uint32_t)r);
 		n->st.msgs_in++;
 		n->st.bytes_in += f.len;
 		p->msgs_in++;

@@ -84,7 +84,7 @@ static bool type_known(unsigned int t)
 {
 	return t == FRAME_HELLO || t == FRAME_ACCEPT || t == FRAME_CLOSE ||
 	       t == FRAME_PING || t == FRAME_PONG || t == FRAME_AUTH ||
-	       t == FRAME_PROOF ||
+	       t == FRAME_PROOF || t == FRAME_ACK || t == FRAME_RESUME ||
 	       t == FRAME_DATA || t == FRAME_ROUTE || t == FRAME_FLOOD ||
 	       t == FRAME_LINKS || t == FRAME_UNREACH;
 }
@@ -182,8 +182,8 @@ static void test_frame_decode_brute_type_flags(void **state)
 			proto++;
 		}
 	}
-	assert_int_equal(ok, 12);
-	assert_int_equal(proto, 256 - 12);
+	assert_int_equal(ok, 14);
+	assert_int_equal(proto, 256 - 14);
 	assert_int_equal(badmsg, 0xff00);
 }
 
