@@ -72,6 +72,8 @@ struct pm_event {
 	int error;			/* 0 or -errno (-ECONNREFUSED, ...) */
 	enum pm_close_reason reason;	/* remote or local close reason */
 	uint64_t unsent;		/* PM_EV_CLOSED: messages never sent */
+	bool peer_restarted;		/* PM_EV_CLOSED: the peer is a new process
+					 * now (a new session follows) */
 };
 
 #define PM_MSG_ROUTED		(1u << 0)	/* came through relays */
@@ -118,6 +120,11 @@ struct pm_config {
 				 * 0 = off; default 5000 */
 	uint32_t handshake_ms;	/* free a slot whose handshake takes longer;
 				 * default 5000 */
+	uint32_t resume_ms;	/* a stream whose connection drops keeps its
+				 * queue and reconnects for this long, then
+				 * ends; 0 = end at once; default 5000 */
+	uint32_t reconnect_max_ms; /* backoff ceiling between redials;
+				 * default 1000 */
 	const uint8_t *key;	/* mesh key: only nodes holding the same key
 				 * connect (mutual challenge-response); NULL =
 				 * open mesh. Copied at create. */
@@ -265,6 +272,10 @@ struct pm_stats {
 	uint64_t protocol_errors;
 	uint64_t timeouts;		/* handshakes and silent peers given up */
 	uint64_t auth_failures;		/* peers refused: no key, wrong key */
+	uint64_t reconnects;		/* dials made to resume a stream */
+	uint64_t resumed;		/* streams carried over to a new
+					 * connection, nothing lost */
+	uint64_t restarts_seen;		/* peers found to be new processes */
 	uint64_t msgs_in, msgs_out;
 	uint64_t bytes_in, bytes_out;	/* payload bytes */
 	uint64_t relayed;		/* frames forwarded for others */

@@ -90,6 +90,8 @@ static void queue_hello(struct pm_node *n, struct conn *c)
 	addr_to_hello((struct sockaddr *)&n->listen_addr, &h);
 	if (n->has_key)
 		h.flags |= HELLO_F_AUTH;
+	if (c->peer != NONE && n->peers[c->peer].resuming)
+		h.flags |= HELLO_F_RESUME;
 	hello_put(c->hs_tx, &h);
 	c->hs_tx_len = FRAME_HDR + HELLO_LEN;
 	c->hs_tx_off = 0;
@@ -212,8 +214,11 @@ void conn_arm_recv(struct pm_node *n, struct conn *c)
 	size_t len;
 	int r;
 
+	/* CONN_WAIT_LIVE reads nothing: the bytes after the verdict belong
+	 * to the RX ring, which the old connection may still be writing. */
 	if (c->recv_armed || c->fd < 0 || c->state == CONN_CONNECTING ||
-	    c->state == CONN_DEAD || c->state == CONN_FREE)
+	    c->state == CONN_DEAD || c->state == CONN_FREE ||
+	    c->state == CONN_WAIT_LIVE)
 		return;
 	c->recv_to_ring = false;
 	if ((c->state == CONN_HELLO || c->state == CONN_AUTH ||
@@ -442,7 +447,9 @@ void conn_timers(struct pm_node *n, uint64_t now)
 			}
 			if (cfg->dead_ms && now - c->last_rx_ms >= cfg->dead_ms) {
 				n->st.timeouts++;
-				peer_closed(n, c->peer, -ETIMEDOUT, PM_CLOSE_NONE);
+				if (!peer_lost(n, c->peer, -ETIMEDOUT))
+					peer_closed(n, c->peer, -ETIMEDOUT,
+						    PM_CLOSE_NONE);
 			} else if (cfg->keepalive_ms &&
 				   now - c->last_rx_ms >= cfg->keepalive_ms &&
 				   now - c->last_ping_ms >= cfg->keepalive_ms) {
@@ -479,11 +486,13 @@ static void conn_fail(struct pm_node *n, struct conn *c, int err)
 	struct peer *p = &n->peers[slot];
 
 	if (p->live == conn_index(n, c)) {
-		peer_closed(n, slot, err, PM_CLOSE_NONE);
+		/* Both processes may well live: keep the stream, redial. */
+		if (!peer_lost(n, slot, err))
+			peer_closed(n, slot, err, PM_CLOSE_NONE);
 		return;
 	}
 	conn_abort(n, c);
-	if (p->nconns == 0 && p->live == NONE)
+	if (p->nconns == 0 && p->live == NONE && !p->resuming)
 		peer_closed(n, slot, err, PM_CLOSE_NONE);
 }
 
@@ -499,6 +508,8 @@ static void remote_close(struct pm_node *n, struct conn *c, int reason)
 
 	if (p->nconns || p->live != NONE || p->state == PEER_ZOMBIE)
 		return;
+	if (p->resuming && reason == PM_CLOSE_DUPLICATE)
+		return;	/* the redial timer goes on */
 	if (reason == PM_CLOSE_DUPLICATE && p->id && !p->orphan_until) {
 		/* The arbiter kept another connection, whose HELLO has not
 		 * been read here yet: wait for it with our queued messages. */

@@ -27,6 +27,8 @@
 #define FRAME_PROOF		0x07	/* mesh key: MAC over both challenges */
 #define AUTH_LEN		32u
 #define HELLO_F_AUTH		0x01	/* HELLO flag: this node needs the key */
+#define HELLO_F_RESUME		0x02	/* HELLO flag: dialled to resume a stream
+					 * whose connection the sender lost */
 #define FRAME_ACK		0x08	/* stream position consumed (u64) */
 #define FRAME_RESUME		0x09	/* epoch (u64), replay position (u64) */
 #define ACK_LEN			8u

@@ -44,6 +44,8 @@ void pm_config_init(struct pm_config *c)
 	c->keepalive_ms = 1000;
 	c->dead_ms = 5000;
 	c->handshake_ms = 5000;
+	c->resume_ms = 5000;
+	c->reconnect_max_ms = 1000;
 }
 
 const char *pm_close_reason_str(enum pm_close_reason r)
@@ -236,6 +238,8 @@ int pm_node_create(struct pm_node **out, const struct pm_config *c)
 		n->cfg.max_hops = 16;
 	if (!n->cfg.handshake_ms)
 		n->cfg.handshake_ms = 5000;
+	if (!n->cfg.reconnect_max_ms)
+		n->cfg.reconnect_max_ms = 1000;
 	r = alloc_slabs(n);
 	if (r)
 		goto out_free;
@@ -422,6 +426,11 @@ int pm_node_run(struct pm_node *n, int timeout_ms)
 			n->next_tick_ms = now + 100;
 			conn_timers(n, now);
 		}
+	}
+	if (n->resuming) {
+		node_resume_tick(n, node_now_ms());
+		if (timeout_ms < 0 || timeout_ms > 25)
+			timeout_ms = 25;	/* redials are due soon */
 		/* Wake up for the timers even when nothing else happens. */
 		if (timeout_ms < 0 || timeout_ms > 250)
 			timeout_ms = 250;

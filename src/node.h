@@ -40,6 +40,7 @@ enum conn_state {
 	CONN_AUTH,		/* mesh key: reading the peer's challenge */
 	CONN_PROOF,		/* mesh key: reading the peer's proof */
 	CONN_VERDICT,		/* non-arbiter: reading ACCEPT or CLOSE */
+	CONN_WAIT_LIVE,		/* accepted; waits for the old conn's ring I/O */
 	CONN_LIVE,		/* carrying the peer's stream */
 	CONN_DRAIN,		/* CLOSE sent, write side shut, reading to EOF */
 	CONN_DEAD,		/* waiting for in-flight completions */
@@ -127,6 +128,14 @@ struct peer {
 	uint64_t rx_acked;	/* rx_pos last acknowledged */
 	uint64_t rx_skip;	/* replayed bytes already consumed: dropped */
 	bool ack_due;
+	bool resuming;		/* lost its connection: redialling */
+	uint32_t backoff_ms;
+	uint32_t live_pending;	/* conn to go live once pins reach 0 */
+	uint64_t retry_at_ms;
+	uint64_t resume_until_ms;
+	uint64_t peer_nonce;	/* the peer process we talk to (HELLO) */
+	int lost_error;		/* why the connection was lost */
+	bool restarted;		/* closing because the peer restarted */
 	uint64_t orphan_until;	/* lost its dial to DUPLICATE: waits this
 				 * long for the winning connection */
 	uint64_t wait_id;	/* dial once no connection to this node id is
@@ -193,6 +202,7 @@ struct pm_node {
 	uint32_t aliases;	/* slots in PEER_ALIAS with TX left */
 	uint32_t orphans;	/* pending slots waiting for the winner */
 	uint32_t waiting;	/* pending slots with wait_id set */
+	uint32_t resuming;	/* slots with resuming set */
 	uint64_t next_tick_ms;	/* next pass over connection timers */
 
 	bool has_key;
@@ -252,6 +262,8 @@ void node_flush_dirty(struct pm_node *n);
 void node_drain_aliases(struct pm_node *n);
 void node_check_orphans(struct pm_node *n);
 void peer_wake_waiters(struct pm_node *n, uint64_t id);
+bool peer_lost(struct pm_node *n, uint32_t slot, int error);
+void node_resume_tick(struct pm_node *n, uint64_t now);
 bool node_deliver_self(struct pm_node *n);
 void emit(struct pm_node *n, enum pm_event_type type, uint32_t slot,
 	  int error, enum pm_close_reason reason, uint64_t unsent);

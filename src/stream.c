@@ -102,6 +102,7 @@ uint32_t peer_alloc(struct pm_node *n)
 	p->live = NONE;
 	p->alias_to = NONE;
 	p->blocked_on = NONE;
+	p->live_pending = NONE;
 	p->next_free = NONE;
 	p->peer_max = n->cfg.max_message;
 	/* Unique per stream: the node's random nonce, mixed with a count. */
@@ -143,8 +144,13 @@ void peer_unpin(struct pm_node *n, uint32_t slot)
 {
 	struct peer *p = &n->peers[slot];
 
-	if (--p->pins == 0 && p->state == PEER_ZOMBIE)
+	if (--p->pins)
+		return;
+	if (p->state == PEER_ZOMBIE)
 		peer_release(n, slot);
+	else if (p->live_pending != NONE &&
+		 n->conns[p->live_pending].state == CONN_WAIT_LIVE)
+		peer_went_live(n, slot, p->live_pending);
 }
 
 void peer_attach(struct pm_node *n, uint32_t slot, uint32_t ci)
@@ -233,10 +239,17 @@ void peer_closed(struct pm_node *n, uint32_t slot, int error,
 			conn_abort(n, c);
 	}
 	p->live = NONE;
+	p->live_pending = NONE;
 	if (p->orphan_until) {
 		p->orphan_until = 0;
 		n->orphans--;
 	}
+	if (p->resuming) {
+		p->resuming = false;
+		n->resuming--;
+	}
+	bool restarted = p->restarted;
+
 	if (p->state == PEER_LIVE || p->state == PEER_CLOSING)
 		mesh_peer_down(n, slot);
 	if (p->has_blocked)
@@ -266,6 +279,7 @@ void peer_closed(struct pm_node *n, uint32_t slot, int error,
 		struct pm_event ev = {
 			.type = PM_EV_CLOSED, .stream = h, .peer_id = id,
 			.error = error, .reason = reason, .unsent = unsent,
+			.peer_restarted = restarted,
 		};
 
 		n->cfg.on_event(n, &ev, n->cfg.user);
@@ -279,25 +293,39 @@ void peer_went_live(struct pm_node *n, uint32_t slot, uint32_t ci)
 	uint32_t gen = p->gen;
 
 	if (p->live != NONE && p->live != ci) {
-		/* The arbiter accepted a second connection while ours still
-		 * looks alive (it restarted, or dropped the old one first).
-		 * The old one's ring I/O may still be in flight, so the new
-		 * one cannot take over the rings: refuse it; the old one's
-		 * end arrives as an error and the next send dials again. */
-		n->st.duplicates_closed++;
-		conn_reject(n, c, PM_CLOSE_DUPLICATE);
+		/* The arbiter accepted a new connection while ours still
+		 * looks alive: it has given the old one up (the peer lost it
+		 * and is resuming). Follow it. */
+		struct conn *old = &n->conns[p->live];
+
+		p->live = NONE;
+		conn_abort(n, old);
+	}
+	if (p->pins) {
+		/* The old connection's ring I/O has not completed yet: the
+		 * kernel may still write the rings. Go live when it has. */
+		c->state = CONN_WAIT_LIVE;
+		p->live_pending = ci;
 		return;
 	}
 	c->state = CONN_LIVE;
 	p->live = ci;
+	p->live_pending = NONE;
 	/* Replay from the first byte the peer has not acknowledged; RESUME
-	 * tells it where that is, before any ring byte. */
+	 * tells it where that is, before any ring byte. Whatever the old
+	 * connection left unconsumed in RX comes again the same way. */
 	p->tx_sent = 0;
+	ring_reset(&p->rx);
 	c->resume_due = true;
 	c->mid_frame = false;
 	if (p->orphan_until) {
 		p->orphan_until = 0;
 		n->orphans--;
+	}
+	if (p->resuming) {
+		p->resuming = false;
+		n->resuming--;
+		n->st.resumed++;
 	}
 	if (p->state == PEER_PENDING)
 		p->state = PEER_LIVE;
@@ -316,6 +344,65 @@ void peer_went_live(struct pm_node *n, uint32_t slot, uint32_t ci)
 	}
 	conn_flush(n, c);
 	conn_arm_recv(n, c);
+}
+
+/*
+ * The live connection failed while the stream is fine: keep the stream and
+ * its queue, and redial (both ends do; the pair rule keeps one). Returns
+ * false when the stream should end instead.
+ */
+bool peer_lost(struct pm_node *n, uint32_t slot, int error)
+{
+	struct peer *p = &n->peers[slot];
+	uint64_t now = node_now_ms();
+
+	if (!n->cfg.resume_ms || p->state != PEER_LIVE || !p->id)
+		return false;
+	if (!p->resuming) {
+		p->resuming = true;
+		n->resuming++;
+		p->resume_until_ms = now + n->cfg.resume_ms;
+		p->backoff_ms = 25;
+		p->lost_error = error;
+	}
+	while (p->nconns) {
+		struct conn *c = &n->conns[p->conns[--p->nconns]];
+
+		c->peer = NONE;
+		conn_abort(n, c);
+	}
+	p->live = NONE;
+	p->state = PEER_PENDING;
+	p->retry_at_ms = now + p->backoff_ms / 2 +
+			 (uint64_t)rand() % (p->backoff_ms / 2 + 1);
+	mesh_peer_down(n, slot);
+	return true;
+}
+
+/* Redials resuming streams on their jittered backoff; gives up after
+ * resume_ms with the error that lost the connection. */
+void node_resume_tick(struct pm_node *n, uint64_t now)
+{
+	for (uint32_t i = 0; i < n->self && n->resuming; i++) {
+		struct peer *p = &n->peers[i];
+
+		if (!p->resuming)
+			continue;
+		if (now >= p->resume_until_ms) {
+			peer_closed(n, i, p->lost_error ? p->lost_error :
+				    -ETIMEDOUT, PM_CLOSE_NONE);
+			continue;
+		}
+		if (p->nconns || p->live != NONE || now < p->retry_at_ms ||
+		    !p->has_addr)
+			continue;	/* a dial is on, or the peer dials us */
+		n->st.reconnects++;
+		conn_dial(n, i, (struct sockaddr *)&p->addr, p->addr_len);
+		p->backoff_ms = p->backoff_ms * 2 > n->cfg.reconnect_max_ms ?
+				n->cfg.reconnect_max_ms : p->backoff_ms * 2;
+		p->retry_at_ms = now + p->backoff_ms / 2 +
+				 (uint64_t)rand() % (p->backoff_ms / 2 + 1);
+	}
 }
 
 void node_check_orphans(struct pm_node *n)
@@ -443,6 +530,23 @@ int peer_hello(struct pm_node *n, struct conn *c)
 		q = find_by_addr(n, (struct sockaddr *)&adv, slot, true);
 	if (q != NONE && n->peers[q].id && n->peers[q].id != h->node_id)
 		q = NONE;	/* that address now belongs to another node */
+	if (q != NONE && n->peers[q].peer_nonce &&
+	    n->peers[q].peer_nonce != h->nonce) {
+		/* Same id, new process: the old stream's session is over;
+		 * this connection starts a new one. */
+		n->st.restarts_seen++;
+		n->peers[q].restarted = true;
+		peer_closed(n, q, -ECONNRESET, PM_CLOSE_NONE);
+		q = NONE;
+	}
+	if (n->peers[slot].peer_nonce &&
+	    n->peers[slot].peer_nonce != h->nonce) {
+		/* We redialled a stream whose peer restarted meanwhile. */
+		n->st.restarts_seen++;
+		n->peers[slot].restarted = true;
+		peer_closed(n, slot, -ECONNRESET, PM_CLOSE_NONE);
+		return 0;
+	}
 	if (q != NONE) {
 		uint32_t keep = pick_survivor(n, slot, q);
 
@@ -452,6 +556,7 @@ int peer_hello(struct pm_node *n, struct conn *c)
 	struct peer *p = &n->peers[slot];
 
 	p->id = h->node_id;
+	p->peer_nonce = h->nonce;
 	p->peer_max = h->max_message;
 	if (h->max_message < n->cfg.max_message &&
 	    largest_frame(&p->tx) > h->max_message) {
@@ -468,11 +573,14 @@ int peer_hello(struct pm_node *n, struct conn *c)
 	}
 	if (n->id < h->node_id) {
 		/* We arbitrate this pair: first connection through wins. */
-		if (p->live != NONE && p->live != ci) {
+		if (p->live != NONE && p->live != ci &&
+		    !(h->flags & HELLO_F_RESUME)) {
 			n->st.duplicates_closed++;
 			conn_reject(n, c, PM_CLOSE_DUPLICATE);
 			return 0;
 		}
+		/* With RESUME the peer says it lost our live connection:
+		 * peer_went_live drops that one for this. */
 		frame_put_hdr(c->hs_tx + c->hs_tx_len, FRAME_ACCEPT, 0);
 		c->hs_tx_len += FRAME_HDR;
 		peer_went_live(n, slot, ci);
