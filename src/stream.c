@@ -524,6 +524,15 @@ int peer_hello(struct pm_node *n, struct conn *c)
 			absorb(n, slot, n->self);
 		return 0;
 	}
+	if (n->peers[slot].id && n->peers[slot].id != h->node_id) {
+		/* We redialled an address that another node now answers on:
+		 * not our peer. The stream keeps waiting for its own. */
+		conn_reject(n, c, PM_CLOSE_NORMAL);
+		if (!n->peers[slot].resuming && !n->peers[slot].nconns &&
+		    n->peers[slot].live == NONE)
+			peer_closed(n, slot, -ECONNREFUSED, PM_CLOSE_NONE);
+		return 0;
+	}
 	adv_len = addr_from_hello(h, (struct sockaddr *)&c->remote, &adv);
 	q = find_by_id(n, h->node_id, slot);
 	if (q == NONE && adv_len)
