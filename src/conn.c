@@ -186,6 +186,10 @@ void conn_accepted(struct pm_node *n, int fd)
 	struct conn *c;
 	uint32_t slot;
 
+	if (n->shutting_down) {
+		close(fd);
+		return;
+	}
 	if (n->conn_free == NONE || n->peer_free == NONE) {
 		reject_busy(n, fd);
 		return;

@@ -236,7 +236,8 @@ static void dial_unknown(struct pm_node *n, struct mesh_entry *e)
 {
 	uint64_t now;
 
-	if (n->cfg.no_auto_connect || !e->addr_len || e == &n->mesh[0] ||
+	if (n->cfg.no_auto_connect || n->shutting_down || !e->addr_len ||
+	    e == &n->mesh[0] ||
 	    peer_by_id(n, e->id) != NONE || n->peer_free == NONE)
 		return;
 	now = node_now_ms();
@@ -306,6 +307,16 @@ void mesh_peer_up(struct pm_node *n, uint32_t slot)
 	 * originate() at the end of this turn. */
 	send_table(n, slot);
 	n->mesh_dirty = true;
+}
+
+/* The node said it is shutting down: others may still list it for a
+ * while; do not dial it back in the meantime. */
+void mesh_peer_left(struct pm_node *n, uint64_t id)
+{
+	struct mesh_entry *e = entry_find(n, id);
+
+	if (e)
+		e->dial_after_ms = node_now_ms() + 10000;
 }
 
 void mesh_peer_down(struct pm_node *n, uint32_t slot)

@@ -452,6 +452,9 @@ int pm_node_shutdown(struct pm_node *n, int timeout_ms)
 	uint64_t deadline = node_now_ms() + (uint64_t)(timeout_ms < 0 ? 0 :
 							    timeout_ms);
 
+	/* No new connections from here on: no auto-dial, no redial, and
+	 * inbound ones are refused (conn_accepted). */
+	n->shutting_down = true;
 	/* Messages to self are queued too: deliver them first (bounded, as a
 	 * callback may keep sending to itself). */
 	for (int i = 0; i < 1024 && node_deliver_self(n); i++)

@@ -203,6 +203,7 @@ struct pm_node {
 	uint32_t orphans;	/* pending slots waiting for the winner */
 	uint32_t waiting;	/* pending slots with wait_id set */
 	uint32_t resuming;	/* slots with resuming set */
+	bool shutting_down;	/* pm_node_shutdown: no new connections */
 	uint64_t next_tick_ms;	/* next pass over connection timers */
 
 	bool has_key;
@@ -285,6 +286,7 @@ void mesh_fini(struct pm_node *n);
 int mesh_frame(struct pm_node *n, uint32_t slot, const struct frame *f);
 void mesh_peer_up(struct pm_node *n, uint32_t slot);
 void mesh_peer_down(struct pm_node *n, uint32_t slot);
+void mesh_peer_left(struct pm_node *n, uint64_t id);
 void mesh_turn(struct pm_node *n);
 
 /* addr.c */

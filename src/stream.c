@@ -356,7 +356,8 @@ bool peer_lost(struct pm_node *n, uint32_t slot, int error)
 	struct peer *p = &n->peers[slot];
 	uint64_t now = node_now_ms();
 
-	if (!n->cfg.resume_ms || p->state != PEER_LIVE || !p->id)
+	if (!n->cfg.resume_ms || p->state != PEER_LIVE || !p->id ||
+	    n->shutting_down)
 		return false;
 	if (!p->resuming) {
 		p->resuming = true;
@@ -762,6 +763,8 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 		if (f.type == FRAME_CLOSE) {
 			int reason = close_parse(f.payload, f.len);
 
+			if (reason == PM_CLOSE_SHUTDOWN)
+				mesh_peer_left(n, p->id);
 			ring_consume(&p->rx, (uint32_t)r);
 			peer_closed(n, slot, 0, reason < 0 ? PM_CLOSE_PROTOCOL :
 				    (enum pm_close_reason)reason);

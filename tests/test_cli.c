@@ -352,6 +352,237 @@ static char *idline(uint64_t id, const char *text)
 	return line;
 }
 
+/* How many complete lines of b are equal to s. */
+static int count_lines(const struct buf *b, const char *s)
+{
+	size_t slen = strlen(s);
+	const char *at = b->p, *end = b->p + b->len;
+	int n = 0;
+
+	while (at && at < end) {
+		const char *nl = memchr(at, '\n', (size_t)(end - at));
+
+		if (!nl)
+			break;
+		n += (size_t)(nl - at) == slen && !memcmp(at, s, slen);
+		at = nl + 1;
+	}
+	return n;
+}
+
+/* Counts the complete lines of b that start with s; *last gets the last. */
+static int lines_starting(const struct buf *b, const char *s,
+			  const char **last)
+{
+	size_t slen = strlen(s);
+	const char *at = b->p, *end = b->p + b->len;
+	int n = 0;
+
+	while (at && at < end) {
+		const char *nl = memchr(at, '\n', (size_t)(end - at));
+
+		if (!nl)
+			break;
+		if ((size_t)(nl - at) >= slen && !memcmp(at, s, slen)) {
+			n++;
+			if (last)
+				*last = at;
+		}
+		at = nl + 1;
+	}
+	return n;
+}
+
+static int count_str(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	for (const char *at = hay; (at = strstr(at, needle)); at++)
+		n++;
+	return n;
+}
+
+/* A small JSON syntax checker: enough to say a stats line parses. */
+static void json_ws(const char **s)
+{
+	while (**s == ' ' || **s == '\t' || **s == '\n' || **s == '\r')
+		(*s)++;
+}
+
+static bool json_string(const char **s)
+{
+	if (**s != '"')
+		return false;
+	for ((*s)++; **s != '"'; (*s)++) {
+		if (!**s || (unsigned char)**s < 0x20)
+			return false;
+		if (**s == '\\' && (!*++*s || !strchr("\"\\/bfnrtu", **s)))
+			return false;
+	}
+	(*s)++;
+	return true;
+}
+
+static bool json_value(const char **s);
+
+/* An object ('{', '}') or an array ('[', ']'), after the opening. */
+static bool json_members(const char **s, char close, bool keys)
+{
+	json_ws(s);
+	if (**s == close) {
+		(*s)++;
+		return true;
+	}
+	for (;;) {
+		json_ws(s);
+		if (keys) {
+			if (!json_string(s))
+				return false;
+			json_ws(s);
+			if (*(*s)++ != ':')
+				return false;
+		}
+		if (!json_value(s))
+			return false;
+		json_ws(s);
+		if (**s == close) {
+			(*s)++;
+			return true;
+		}
+		if (*(*s)++ != ',')
+			return false;
+	}
+}
+
+static bool json_value(const char **s)
+{
+	static const char *const words[] = { "true", "false", "null" };
+	char *end;
+
+	json_ws(s);
+	switch (**s) {
+	case '{':
+		(*s)++;
+		return json_members(s, '}', true);
+	case '[':
+		(*s)++;
+		return json_members(s, ']', false);
+	case '"':
+		return json_string(s);
+	}
+	for (size_t i = 0; i < 3; i++) {
+		size_t l = strlen(words[i]);
+
+		if (!strncmp(*s, words[i], l)) {
+			*s += l;
+			return true;
+		}
+	}
+	if (**s != '-' && (**s < '0' || **s > '9'))
+		return false;
+	strtod(*s, &end);
+	*s = end;
+	return true;
+}
+
+static bool json_valid(const char *line)
+{
+	const char *s = line;
+
+	if (!json_value(&s))
+		return false;
+	json_ws(&s);
+	return !*s;
+}
+
+/* The last stats line of p, as a string of its own (free it). */
+static char *last_stats(struct proc *p)
+{
+	const char *l = NULL;
+
+	if (!lines_starting(&p->e, "{", &l))
+		return NULL;
+	return strndup(l, (size_t)(strchr(l, '\n') - l));
+}
+
+/* Asks p for a stats line with SIGUSR1 and returns it (free it). */
+static char *stats_now(struct proc *p)
+{
+	int before = lines_starting(&p->e, "{", NULL);
+	uint64_t deadline = now_ms() + WAIT_MS;
+
+	assert_int_equal(kill(p->pid, SIGUSR1), 0);
+	while (lines_starting(&p->e, "{", NULL) == before &&
+	       now_ms() < deadline && !p->exited)
+		pump(p, 50);
+	if (lines_starting(&p->e, "{", NULL) == before)
+		fail_msg("no stats line after SIGUSR1; stderr:\n%s",
+			 p->e.p ? p->e.p : "");
+	return last_stats(p);
+}
+
+/* The object about node id in a stats line's peers, or "" (free it). */
+static char *peer_obj(const char *line, uint64_t id)
+{
+	char key[64];
+	const char *at, *end;
+
+	snprintf(key, sizeof(key), "{\"id\":\"%016" PRIx64 "\"", id);
+	at = strstr(line, key);
+	if (!at)
+		return strdup("");
+	end = strchr(at, '}');
+	assert_non_null(end);
+	return strndup(at, (size_t)(end - at + 1));
+}
+
+/* The number after "key": in s (the first one), or UINT64_MAX. */
+static uint64_t json_u64(const char *s, const char *key)
+{
+	char k[64];
+	const char *at;
+
+	snprintf(k, sizeof(k), "\"%s\":", key);
+	at = strstr(s, k);
+	return at ? strtoull(at + strlen(k), NULL, 10) : UINT64_MAX;
+}
+
+/* The node's own "relayed" counter (the one after the peers array). */
+static uint64_t top_relayed(const char *line)
+{
+	const char *at = strstr(line, "],\"relayed\":");
+
+	assert_non_null(at);
+	return strtoull(at + strlen("],\"relayed\":"), NULL, 10);
+}
+
+/* Waits until p's stats show node id with field ("direct" or
+ * "reachable") true. */
+static void wait_peer(struct proc *p, uint64_t id, const char *field)
+{
+	uint64_t deadline = now_ms() + WAIT_MS;
+	char want[32];
+
+	snprintf(want, sizeof(want), "\"%s\":true", field);
+	for (;;) {
+		char *line = stats_now(p);
+		char *obj = peer_obj(line, id);
+		bool ok = strstr(obj, want) != NULL;
+
+		free(obj);
+		if (ok || now_ms() >= deadline) {
+			if (!ok)
+				fail_msg("%016" PRIx64 " never %s for %016"
+					 PRIx64 ": %s", id, field, p->id,
+					 line);
+			free(line);
+			return;
+		}
+		free(line);
+		pump(p, 50);
+	}
+}
+
 static int setup(void **state)
 {
 	const char *build = getenv("BUILD");
@@ -418,6 +649,11 @@ static void test_cli_usage(void **state)
 	assert_int_equal(run_tool("node", "--id=0", &p), 2);
 	assert_int_equal(run_tool("node", "--listen=nowhere", &p), 2);
 	assert_int_equal(run_tool("node", "--connect=1.2.3.4", &p), 2);
+	assert_int_equal(run_tool("node", "--max-hops=0", &p), 2);
+	assert_int_equal(run_tool("node", "--max-hops=256", &p), 2);
+	assert_int_equal(run_tool("node", "--stats=0", &p), 2);
+	assert_int_equal(run_tool("node", "--stats=soon", &p), 2);
+	assert_int_equal(run_tool("node", "--stats", &p), 2);
 	assert_int_equal(run_tool("nosuch", NULL, &p), 2);
 	assert_int_equal(run_tool(NULL, NULL, &p), 2);
 
@@ -426,6 +662,8 @@ static void test_cli_usage(void **state)
 	assert_int_equal(run_tool("node", "--help", &p), 0);
 	assert_non_null(strstr(p->o.p, "ready id="));
 	assert_non_null(strstr(p->o.p, "Exit status"));
+	assert_non_null(strstr(p->o.p, "--no-auto-connect"));
+	assert_non_null(strstr(p->o.p, "--stats SECONDS"));
 	assert_int_equal(run_tool("--version", NULL, &p), 0);
 	assert_non_null(strstr(p->o.p, "pairmesh "));
 }
@@ -487,7 +725,10 @@ static void errors(const char *engine)
 	char want[128];
 
 	put(a, "0123456789abcdef nobody\n");
-	assert_non_null(wait_line(a, true, "error: 0123456789abcdef", false));
+	assert_non_null(wait_line(a, true, "error: 0123456789abcdef: no route",
+				  true));
+	put(a, "* nobody\n");
+	assert_non_null(wait_line(a, true, "error: *: no peers", true));
 	put(a, "no-such-address hi\n");
 	assert_non_null(wait_line(a, true, "error: no-such-address", false));
 	put(a, "127.0.0.1:99999 hi\n");
@@ -684,19 +925,246 @@ static void test_cli_backpressure(void **state)
 	assert_int_equal(wait_exit(b), 0);
 }
 
+/*
+ * Three nodes, each told about one other (B knows A, C knows B), form the
+ * full mesh; a line to '*' reaches each other node exactly once, although
+ * every node also hears it again from the third one.
+ */
+static void test_cli_broadcast(void **state)
+{
+	struct proc *a = start_or_skip("auto", NULL);
+	struct proc *b = start_or_skip("auto", "--connect", a->listen, NULL);
+	struct proc *c = start_or_skip("auto", "--connect", b->listen, NULL);
+	struct proc *all[] = { a, b, c };
+	char text[64];
+
+	/* Auto-connect: A and C find each other through B. */
+	wait_peer(a, c->id, "direct");
+	wait_peer(c, a->id, "direct");
+	for (int i = 0; i < 3; i++)
+		put(all[i], "* to all from %d\n", i);
+	/* A second round: copies of the first are ahead of it on every
+	 * path, so when it is in, any duplicate of the first is too. */
+	for (int i = 0; i < 3; i++)
+		put(all[i], "* end from %d\n", i);
+	for (int i = 0; i < 3; i++) {
+		for (int j = 0; j < 3; j++) {
+			if (i == j)
+				continue;
+			snprintf(text, sizeof(text), "end from %d", j);
+			assert_non_null(wait_line(all[i], false,
+						  idline(all[j]->id, text),
+						  true));
+		}
+	}
+	for (int i = 0; i < 3; i++) {
+		pump(all[i], 100);
+		for (int j = 0; j < 3; j++) {
+			snprintf(text, sizeof(text), "to all from %d", j);
+			assert_int_equal(count_lines(&all[i]->o,
+						     idline(all[j]->id, text)),
+					 i == j ? 0 : 1);
+		}
+		/* 2 + 2 lines: nothing else, nothing twice. */
+		assert_int_equal(lines_starting(&all[i]->o, "", NULL), 4);
+		assert_null(find_line(&all[i]->e, "error:", false));
+	}
+	for (int i = 0; i < 3; i++)
+		close_stdin(all[i]);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(wait_exit(all[i]), 0);
+}
+
+/* X - Y - Z, none dialling what it learns: X and Z talk through Y. */
+static void chain(struct proc **x, struct proc **y, struct proc **z,
+		  const char *x_hops)
+{
+	*x = start_or_skip("auto", "--no-auto-connect", "--max-hops", x_hops,
+			   NULL);
+	*y = start_or_skip("auto", "--no-auto-connect", "--connect",
+			   (*x)->listen, NULL);
+	*z = start_or_skip("auto", "--no-auto-connect", "--connect",
+			   (*y)->listen, NULL);
+	/* Both ends know the whole chain: no mesh news is left for Y to
+	 * relay, so its counter moves only for our messages. */
+	wait_peer(*x, (*z)->id, "reachable");
+	wait_peer(*z, (*x)->id, "reachable");
+}
+
+static void test_cli_relay(void **state)
+{
+	struct proc *x, *y, *z;
+	char *line, *obj, via[32];
+	uint64_t before;
+
+	chain(&x, &y, &z, "16");
+	line = stats_now(y);
+	before = top_relayed(line);
+	free(line);
+
+	put(x, "%016" PRIx64 " to z through y\n", z->id);
+	assert_non_null(wait_line(z, false, idline(x->id, "to z through y"),
+				  true));
+	put(z, "%016" PRIx64 " back to x\n", x->id);
+	assert_non_null(wait_line(x, false, idline(z->id, "back to x"), true));
+	put(x, "* down the chain\n");
+	assert_non_null(wait_line(y, false, idline(x->id, "down the chain"),
+				  true));
+	assert_non_null(wait_line(z, false, idline(x->id, "down the chain"),
+				  true));
+
+	/* Y forwarded 3 frames: the two messages and the broadcast. */
+	line = stats_now(y);
+	assert_int_equal(top_relayed(line), before + 3);
+	free(line);
+
+	/* X reaches Z in 2 hops via Y, with no stream of its own. */
+	line = stats_now(x);
+	assert_true(json_valid(line));
+	assert_int_equal(count_str(line, "\"direct\":true"), 1);
+	obj = peer_obj(line, z->id);
+	snprintf(via, sizeof(via), "\"via\":\"%016" PRIx64 "\"", y->id);
+	assert_non_null(strstr(obj, "\"direct\":false"));
+	assert_non_null(strstr(obj, "\"reachable\":true"));
+	assert_int_equal(json_u64(obj, "hops"), 2);
+	assert_non_null(strstr(obj, via));
+	free(obj);
+	free(line);
+
+	pump(z, 100);
+	assert_int_equal(count_lines(&z->o, idline(x->id, "to z through y")),
+			 1);
+	assert_int_equal(count_lines(&z->o, idline(x->id, "down the chain")),
+			 1);
+	assert_null(find_line(&x->e, "error:", false));
+	assert_null(find_line(&z->e, "error:", false));
+	close_stdin(x);
+	assert_int_equal(wait_exit(x), 0);
+}
+
+/*
+ * With --max-hops 1 X's message to Z dies at Y, which tells X: X prints
+ * "error: Z: unreachable", Z prints nothing. An unknown id: "no route".
+ */
+static void test_cli_unreachable(void **state)
+{
+	struct proc *x, *y, *z;
+	char want[64], *line;
+
+	chain(&x, &y, &z, "1");
+	put(x, "%016" PRIx64 " too far\n", z->id);
+	snprintf(want, sizeof(want), "error: %016" PRIx64 ": unreachable",
+		 z->id);
+	assert_non_null(wait_line(x, true, want, true));
+	line = stats_now(y);
+	assert_int_equal(json_u64(line, "hop_limit"), 1);
+	free(line);
+	line = stats_now(x);
+	assert_int_equal(json_u64(line, "unreachable"), 1);
+	free(line);
+
+	put(x, "00000000000000ff hi\n");
+	assert_non_null(wait_line(x, true, "error: 00000000000000ff: no route",
+				  true));
+	/* Y is one hop away: that still works, and Z got nothing. */
+	put(x, "%016" PRIx64 " near\n", y->id);
+	assert_non_null(wait_line(y, false, idline(x->id, "near"), true));
+	pump(z, 100);
+	assert_int_equal(z->o.len, 0);
+	close_stdin(x);
+	assert_int_equal(wait_exit(x), 0);
+}
+
+/* --stats 1: a JSON line every second, listing the one neighbour. */
+static void test_cli_stats_period(void **state)
+{
+	struct proc *a = start_or_skip("auto", "--stats", "1", NULL);
+	struct proc *b = start_or_skip("auto", "--connect", a->listen, NULL);
+	uint64_t deadline = now_ms() + WAIT_MS;
+	char want[64], *line = NULL, *obj;
+	int seen = 0;
+
+	/* The first lines may predate B's connection: wait for one with
+	 * B, and for a second line after it (the timer repeats). */
+	while (now_ms() < deadline && seen < 2) {
+		free(line);
+		pump(a, 100);
+		line = last_stats(a);
+		if (seen == 0 && line && strstr(line, "\"direct\":true"))
+			seen = lines_starting(&a->e, "{", NULL);
+		else if (seen && lines_starting(&a->e, "{", NULL) > seen)
+			seen = 2;
+	}
+	assert_int_equal(seen, 2);
+	assert_non_null(line);
+	assert_true(json_valid(line));
+	snprintf(want, sizeof(want), "\"id\":\"%016" PRIx64 "\"", a->id);
+	assert_non_null(strstr(line, want));
+	assert_non_null(strstr(line, "\"ts\":"));
+	assert_non_null(strstr(line, "\"engine\":\""));
+	assert_non_null(strstr(line, "\"peers\":[{"));
+	assert_non_null(strstr(line, "\"dropped\":{\"no_route\":0,"));
+	assert_int_equal(count_str(line, "{\"id\":"), 1);
+	assert_int_equal(count_str(line, "\"direct\":true"), 1);
+	obj = peer_obj(line, b->id);
+	assert_non_null(strstr(obj, "\"hops\":1"));
+	assert_non_null(strstr(obj, b->listen));
+	free(obj);
+	free(line);
+	/* B has no --stats: no stats line unless asked. */
+	pump(b, 0);
+	assert_null(find_line(&b->e, "{", false));
+	close_stdin(a);
+	assert_int_equal(wait_exit(a), 0);
+}
+
+/* SIGUSR1: one stats line per signal, and the node keeps running. */
+static void test_cli_stats_sigusr1(void **state)
+{
+	struct proc *a = start_or_skip("auto", NULL);
+	struct proc *b = start_or_skip("auto", "--connect", a->listen, NULL);
+	char *line;
+
+	put(b, "%s counted\n", a->listen);
+	assert_non_null(wait_line(a, false, idline(b->id, "counted"), true));
+	assert_null(find_line(&a->e, "{", false));
+	line = stats_now(a);
+	assert_true(json_valid(line));
+	assert_int_equal(count_str(line, "\"direct\":true"), 1);
+	assert_int_equal(json_u64(line, "msgs_in"), 1);
+	free(line);
+	line = stats_now(a);
+	assert_true(json_valid(line));
+	free(line);
+	assert_int_equal(lines_starting(&a->e, "{", NULL), 2);
+
+	put(a, "self still running\n");
+	assert_non_null(wait_line(a, false, idline(a->id, "still running"),
+				  true));
+	close_stdin(a);
+	assert_int_equal(wait_exit(a), 0);
+	close_stdin(b);
+	assert_int_equal(wait_exit(b), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_cli_address_in_use, teardown),
 		cmocka_unit_test_teardown(test_cli_backpressure, teardown),
+		cmocka_unit_test_teardown(test_cli_broadcast, teardown),
 		cmocka_unit_test_teardown(test_cli_errors_epoll, teardown),
 		cmocka_unit_test_teardown(test_cli_errors_io_uring, teardown),
 		cmocka_unit_test_teardown(test_cli_exchange_epoll, teardown),
 		cmocka_unit_test_teardown(test_cli_exchange_io_uring,
 					  teardown),
 		cmocka_unit_test_teardown(test_cli_long_lines, teardown),
+		cmocka_unit_test_teardown(test_cli_relay, teardown),
 		cmocka_unit_test_teardown(test_cli_sigterm, teardown),
+		cmocka_unit_test_teardown(test_cli_stats_period, teardown),
+		cmocka_unit_test_teardown(test_cli_stats_sigusr1, teardown),
 		cmocka_unit_test_teardown(test_cli_stdin_file, teardown),
+		cmocka_unit_test_teardown(test_cli_unreachable, teardown),
 		cmocka_unit_test_teardown(test_cli_usage, teardown),
 	};
 

@@ -2,12 +2,14 @@
 /*
  * `pairmesh node`: runs one node. Lines on stdin ("TARGET TEXT") are sent,
  * messages received are printed on stdout, one per line. Everything runs in
- * the node's own loop: stdin and a signalfd are watched with pm_watch_fd().
+ * the node's own loop: stdin, a signalfd and the --stats timerfd are
+ * watched with pm_watch_fd().
  */
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -16,12 +18,14 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "pairmesh.h"
 #include "cli.h"
 
-#define LINE_CAP	(1u << 20)	/* stdin line buffer, newline included */
+#define LINE_CAP	(1u << 20)	/* stdin line buffer, newline too */
 #define TARGET_SHOW	64		/* bytes of a target shown in errors */
 
 /* A stream this tool dialled (or named by address), for async errors. */
@@ -32,7 +36,8 @@ struct dial {
 
 struct cli {
 	struct pm_node *n;
-	int sfd;		/* signalfd for SIGINT and SIGTERM */
+	int sfd;		/* signalfd: SIGINT, SIGTERM, SIGUSR1 */
+	int tfd;		/* --stats timerfd, or -1 */
 	bool pollable;		/* stdin can be watched (not a regular file) */
 	bool watching;		/* the stdin watch is installed */
 	bool blocked;		/* the first buffered line waits for space */
@@ -52,8 +57,12 @@ void node_usage(FILE *f)
 	fprintf(f,
 "Usage: %s node [--listen HOST:PORT] [--connect HOST:PORT]... [--id HEX16]\n"
 "                     [--engine auto|io_uring|epoll] [--max-peers N]\n"
+"                     [--no-auto-connect] [--max-hops N] [--stats SECONDS]\n"
 "\n"
 "Runs one node of the mesh until stdin ends or SIGINT/SIGTERM arrives.\n"
+"Nodes tell each other whom they are connected to: a node learns the whole\n"
+"mesh from any one member, dials the members it does not know yet, and\n"
+"relays for the others.\n"
 "\n"
 "Options:\n"
 "  -l, --listen HOST:PORT   address to listen on; port 0 picks a free port\n"
@@ -64,25 +73,43 @@ void node_usage(FILE *f)
 "  -e, --engine NAME        auto (default; honours PAIRMESH_ENGINE), io_uring\n"
 "                           or epoll\n"
 "      --max-peers N        streams the node can hold (default 1024)\n"
+"      --no-auto-connect    do not dial the members learned from others;\n"
+"                           reach them through relays instead\n"
+"      --max-hops N         hop limit of the messages this node sends by id\n"
+"                           or to '*', 1 to 255 (default 16)\n"
+"      --stats SECONDS      print a JSON stats line on stderr every SECONDS\n"
+"                           (decimals allowed); SIGUSR1 prints one anytime\n"
 "  -h, --help               this text\n"
 "\n"
 "Input (stdin), one message per line:  TARGET TEXT\n"
 "  TARGET is HOST:PORT (connects if no stream to that node exists yet),\n"
-"  a 16-hex-digit node id (a node this one has a live stream with), or\n"
-"  'self'. TEXT is the rest of the line after one space, possibly empty.\n"
-"  Empty lines are ignored. Lines longer than %u bytes are discarded.\n"
+"  a 16-hex-digit node id (any member of the mesh: on the direct stream if\n"
+"  there is one, else relayed along the shortest path), '*' (every other\n"
+"  member, each gets it once) or 'self'. TEXT is the rest of the line\n"
+"  after one space, possibly empty. Empty lines are ignored. Lines longer\n"
+"  than %u bytes are discarded.\n"
 "\n"
 "Output (stdout), one line per message received, flushed per line:\n"
-"  SENDER_ID TEXT      (sender id: 16 lowercase hex digits; control bytes\n"
-"                       in TEXT are printed as \\xHH)\n"
+"  SENDER_ID TEXT      (sender id: 16 lowercase hex digits, the origin of\n"
+"                       relayed and '*' messages too; control bytes in\n"
+"                       TEXT are printed as \\xHH)\n"
 "\n"
 "Stderr:\n"
 "  ready id=HEX16 listen=HOST:PORT engine=io_uring|epoll\n"
 "                      once, when the node listens (port is the real one)\n"
-"  error: TARGET: WHY  a line could not be sent (bad address, unknown id,\n"
-"                      refused or failed connect, message too big); the\n"
-"                      node keeps running\n"
+"  error: TARGET: WHY  a line could not be sent (bad address, 'no route' to\n"
+"                      an id, '*' with 'no peers', refused or failed\n"
+"                      connect, message too big); the node keeps running\n"
+"  error: ID: unreachable\n"
+"                      a relay found no way on to ID (or the hop limit)\n"
 "  closed: ID WHY      a live stream closed (peer shut down, reset, ...)\n"
+"  {\"ts\":...}         --stats and SIGUSR1: one JSON object per line with\n"
+"                      ts (unix seconds), id, engine, peers (one object per\n"
+"                      known member: id, addr, direct, reachable, hops, via\n"
+"                      (null when unreachable), msgs_in, msgs_out,\n"
+"                      bytes_in, bytes_out, relayed), relayed, dropped\n"
+"                      {no_route, hop_limit, duplicate}, unreachable,\n"
+"                      route_changes, msgs_in, msgs_out\n"
 "  error: WHY          startup failure (exit status 1)\n"
 "\n"
 "Exit status: 0 after EOF on stdin, SIGINT or SIGTERM (queued messages are\n"
@@ -110,6 +137,8 @@ static const char *why(int err)
 		return "invalid address";
 	case -ENOENT:
 		return "no live stream to that node id";
+	case -EHOSTUNREACH:
+		return "no route";
 	case -EMSGSIZE:
 		return "message too big";
 	case -ENOSPC:
@@ -204,8 +233,15 @@ static int send_line(struct cli *c, char *line, size_t len)
 		return 0;
 	if (tlen == 4 && !memcmp(line, "self", 4)) {
 		r = pm_self(c->n, &s);
+	} else if (tlen == 1 && line[0] == '*') {
+		r = pm_broadcast(c->n, text, text_len);
+		if (r == 0)
+			fprintf(stderr, "error: *: no peers\n");
+		goto out;
 	} else if (is_node_id(line, tlen, &id)) {
-		r = pm_stream_by_id(c->n, id, &s);
+		/* Direct when there is a stream, else through relays. */
+		r = pm_send_to(c->n, id, text, text_len);
+		goto out;
 	} else {
 		char saved = line[tlen];
 
@@ -218,9 +254,10 @@ static int send_line(struct cli *c, char *line, size_t len)
 	}
 	if (!r)
 		r = pm_send(c->n, s, text, text_len);
+out:
 	if (r == -EAGAIN)
 		return r;
-	if (r)
+	if (r < 0)
 		send_error(line, tlen, r);
 	return 0;
 }
@@ -339,13 +376,141 @@ static bool fd_pollable(int fd)
 	return ok;
 }
 
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch < 0x20)
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+/* pm_mesh_peers() into a malloc'ed array; NULL when out of memory. */
+static struct pm_peer_info *mesh_peers(struct pm_node *n, size_t *count)
+{
+	size_t cap = (size_t)pm_mesh_peers(n, NULL, 0);
+
+	for (;;) {
+		struct pm_peer_info *v = malloc((cap ? cap : 1) * sizeof(*v));
+		size_t got;
+
+		if (!v)
+			return NULL;
+		got = (size_t)pm_mesh_peers(n, v, cap);
+		if (got <= cap) {
+			*count = got;
+			return v;
+		}
+		/* The mesh grew in between: try again with room for it. */
+		free(v);
+		cap = got;
+	}
+}
+
+static void json_peer(FILE *f, const struct pm_peer_info *p)
+{
+	fprintf(f, "{\"id\":\"%016" PRIx64 "\",\"addr\":", p->id);
+	json_str(f, p->addr);
+	fprintf(f, ",\"direct\":%s,\"reachable\":%s,\"hops\":%" PRIu32
+		",\"via\":", p->direct ? "true" : "false",
+		p->reachable ? "true" : "false", p->hops);
+	if (p->reachable)
+		fprintf(f, "\"%016" PRIx64 "\"", p->via);
+	else
+		fputs("null", f);
+	fprintf(f, ",\"msgs_in\":%" PRIu64 ",\"msgs_out\":%" PRIu64
+		",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64
+		",\"relayed\":%" PRIu64 "}", p->msgs_in, p->msgs_out,
+		p->bytes_in, p->bytes_out, p->relayed);
+}
+
+/*
+ * One JSON object, one line on stderr, written with one write() so that a
+ * reader never sees half of it.
+ */
+static void print_stats(struct cli *c)
+{
+	struct pm_peer_info *peers;
+	struct pm_stats st;
+	struct timespec ts;
+	size_t npeers = 0, len = 0;
+	char *text = NULL;
+	FILE *f;
+
+	peers = mesh_peers(c->n, &npeers);
+	f = open_memstream(&text, &len);
+	if (!peers || !f) {
+		fprintf(stderr, "error: stats: out of memory\n");
+		goto out;
+	}
+	pm_node_stats(c->n, &st);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	fprintf(f, "{\"ts\":%lld.%06ld,\"id\":\"%016" PRIx64 "\","
+		"\"engine\":", (long long)ts.tv_sec, ts.tv_nsec / 1000,
+		pm_node_id(c->n));
+	json_str(f, pm_node_engine(c->n));
+	fputs(",\"peers\":[", f);
+	for (size_t i = 0; i < npeers; i++) {
+		if (i)
+			fputc(',', f);
+		json_peer(f, &peers[i]);
+	}
+	fprintf(f, "],\"relayed\":%" PRIu64 ",\"dropped\":{\"no_route\":%"
+		PRIu64 ",\"hop_limit\":%" PRIu64 ",\"duplicate\":%" PRIu64
+		"},\"unreachable\":%" PRIu64 ",\"route_changes\":%" PRIu64
+		",\"msgs_in\":%" PRIu64 ",\"msgs_out\":%" PRIu64 "}\n",
+		st.relayed, st.dropped_no_route, st.dropped_hop_limit,
+		st.duplicates_dropped, st.unreachable, st.route_changes,
+		st.msgs_in, st.msgs_out);
+	if (fclose(f)) {
+		f = NULL;
+		fprintf(stderr, "error: stats: out of memory\n");
+		goto out;
+	}
+	f = NULL;
+	for (size_t off = 0; off < len;) {
+		ssize_t r = write(STDERR_FILENO, text + off, len - off);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		off += (size_t)r;
+	}
+out:
+	if (f)
+		fclose(f);
+	free(text);
+	free(peers);
+}
+
 static void on_signal(struct pm_node *n, int fd, void *user)
 {
 	struct cli *c = user;
 	struct signalfd_siginfo si;
 
-	while (read(fd, &si, sizeof(si)) == sizeof(si))
-		c->quit = true;
+	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGUSR1)
+			print_stats(c);
+		else
+			c->quit = true;
+	}
+}
+
+static void on_timer(struct pm_node *n, int fd, void *user)
+{
+	uint64_t ticks;
+
+	/* Ticks missed while the loop was busy make one line, not many. */
+	if (read(fd, &ticks, sizeof(ticks)) == sizeof(ticks))
+		print_stats(user);
 }
 
 static int on_message(struct pm_node *n, const struct pm_message *m,
@@ -407,6 +572,10 @@ static void on_event(struct pm_node *n, const struct pm_event *ev, void *user)
 		break;
 	case PM_EV_WRITABLE:
 		break;
+	case PM_EV_UNREACHABLE:
+		fprintf(stderr, "error: %016" PRIx64 ": unreachable\n",
+			ev->peer_id);
+		return;
 	default:
 		return;
 	}
@@ -436,7 +605,25 @@ struct args {
 	struct pm_config cfg;
 	char **connect;
 	int nconnect;
+	struct timespec stats;	/* --stats period; zero: none */
 };
+
+/* SECONDS for --stats: positive, decimals allowed, at most a day. */
+static int parse_period(const char *s, struct timespec *out)
+{
+	char *end;
+	double v;
+
+	if (!*s || isspace((unsigned char)*s))
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || *end || !isfinite(v) || v < 0.001 || v > 86400)
+		return -EINVAL;
+	out->tv_sec = (time_t)v;
+	out->tv_nsec = (long)((v - (double)out->tv_sec) * 1e9);
+	return 0;
+}
 
 static int parse_args(int argc, char *argv[], struct args *a)
 {
@@ -446,6 +633,9 @@ static int parse_args(int argc, char *argv[], struct args *a)
 		{ "id", required_argument, NULL, 'i' },
 		{ "engine", required_argument, NULL, 'e' },
 		{ "max-peers", required_argument, NULL, 'm' },
+		{ "no-auto-connect", no_argument, NULL, 'A' },
+		{ "max-hops", required_argument, NULL, 'H' },
+		{ "stats", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -491,6 +681,20 @@ static int parse_args(int argc, char *argv[], struct args *a)
 						 "positive number", optarg);
 			a->cfg.max_peers = (uint32_t)v;
 			break;
+		case 'A':
+			a->cfg.no_auto_connect = true;
+			break;
+		case 'H':
+			if (parse_u64(optarg, 10, UINT8_MAX, &v) || !v)
+				return bad_usage("--max-hops '%s': want 1 to "
+						 "255", optarg);
+			a->cfg.max_hops = (uint8_t)v;
+			break;
+		case 's':
+			if (parse_period(optarg, &a->stats))
+				return bad_usage("--stats '%s': want seconds, "
+						 "0.001 to 86400", optarg);
+			break;
 		case 'h':
 			node_usage(stdout);
 			return 1;
@@ -513,6 +717,7 @@ static int start_signals(struct cli *c)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGUSR1);
 	/* Block first: a signal now waits in the signalfd, never kills. */
 	if (sigprocmask(SIG_BLOCK, &mask, NULL))
 		return -errno;
@@ -520,6 +725,22 @@ static int start_signals(struct cli *c)
 	if (c->sfd < 0)
 		return -errno;
 	return pm_watch_fd(c->n, c->sfd, on_signal, c);
+}
+
+/* The --stats timer: a periodic timerfd read in the node's loop. */
+static int start_stats(struct cli *c, const struct args *a)
+{
+	struct itimerspec its = { .it_value = a->stats,
+				  .it_interval = a->stats };
+
+	if (!a->stats.tv_sec && !a->stats.tv_nsec)
+		return 0;
+	c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	if (c->tfd < 0)
+		return -errno;
+	if (timerfd_settime(c->tfd, 0, &its, NULL))
+		return -errno;
+	return pm_watch_fd(c->n, c->tfd, on_timer, c);
 }
 
 /* The --connect addresses. -EINVAL is a usage error, others are not. */
@@ -593,7 +814,7 @@ static void start_error(const struct args *a, int r)
 
 int node_main(int argc, char *argv[])
 {
-	struct cli c = { .sfd = -1 };
+	struct cli c = { .sfd = -1, .tfd = -1 };
 	struct args a = { 0 };
 	char addr[128];
 	int r, status;
@@ -631,6 +852,12 @@ int node_main(int argc, char *argv[])
 		status = 1;
 		goto out_destroy;
 	}
+	r = start_stats(&c, &a);
+	if (r) {
+		fprintf(stderr, "error: stats timer: %s\n", strerror(-r));
+		status = 1;
+		goto out_destroy;
+	}
 	status = dial_all(&c, &a);
 	if (status)
 		goto out_destroy;
@@ -646,6 +873,8 @@ int node_main(int argc, char *argv[])
 	/* No more input during the shutdown: it only flushes and closes. */
 	watch_stdin(&c, false);
 	pm_watch_fd(c.n, c.sfd, NULL, NULL);
+	if (c.tfd >= 0)
+		pm_watch_fd(c.n, c.tfd, NULL, NULL);
 	c.stopping = true;
 	drain_self(&c);
 	if (pm_node_shutdown(c.n, 5000) == -ETIMEDOUT)
@@ -655,6 +884,8 @@ out_destroy:
 	pm_node_destroy(c.n);
 	if (c.sfd >= 0)
 		close(c.sfd);
+	if (c.tfd >= 0)
+		close(c.tfd);
 out_free:
 	while (c.ndials)
 		dial_del(&c, &c.dials[0]);

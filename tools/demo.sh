@@ -1,20 +1,27 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# shellcheck disable=SC2317 # functions run through wait_for "$@"
+# shellcheck disable=SC2317 # functions run through soon "$@"
+# shellcheck disable=SC2154,SC2034 # variables set and read through eval
 #
-# The local demo: four nodes A, B, C, D on 127.0.0.1, each started with
-# --connect to the nodes before it, so every pair is connected once. Each
-# node sends one message to every other node (by address) and one to
-# itself. Checks: 4 messages delivered per node (3 peers + self) and exactly
-# 3 connections per node, counted from /proc/net/tcp. Exit 0 or 1.
+# The local demo, live, in two acts on 127.0.0.1.
 #
-# POSIX sh + coreutils + awk. BUILD names the build directory.
+# 1. The mesh builds itself: A starts alone, B knows only A, C only B, D
+#    only C. The nodes tell each other whom they know and dial the rest, so
+#    each ends up with exactly 3 connections, checked in the kernel's socket
+#    table (/proc/net/tcp). Then each node sends one message to every other
+#    node by id and one to '*'; each must receive 3 + 3, each exactly once.
+# 2. A relay: X - Y - Z with --no-auto-connect. X sends to Z's id; it
+#    reaches Z through Y, shown by Z's output, X's route and Y's "relayed"
+#    counter in its SIGUSR1 stats line.
+#
+# POSIX sh + coreutils + awk. BUILD names the build directory. Exit 0 or 1.
+# Few forks on purpose: on a busy machine each one costs.
 set -u
 
 BUILD=${BUILD:-build}
 BIN=$BUILD/pairmesh
-NODES="A B C D"
-WAIT_TENTHS=60		# 6 s for each wait; the whole demo takes ~1 s
+MESH="A B C D"
+CHAIN="X Y Z"
 
 if [ ! -x "$BIN" ]; then
 	echo "demo: $BIN not found; run 'make' first" >&2
@@ -22,6 +29,8 @@ if [ ! -x "$BIN" ]; then
 fi
 dir=$(mktemp -d "${TMPDIR:-/tmp}/pairmesh-demo.XXXXXX") || exit 1
 pids=""
+nodes=""		# started so far, for the failure report
+fd=3			# next descriptor for a node's stdin (dash: 3 to 9)
 
 cleanup() {
 	for p in $pids; do
@@ -36,30 +45,36 @@ trap '' PIPE
 
 fail() {
 	echo "demo FAILED: $*" >&2
-	for n in $NODES; do
-		[ -s "$dir/$n.err" ] && sed "s/^/  $n stderr: /" "$dir/$n.err" >&2
+	for n in $nodes; do
+		[ -s "$dir/$n.err" ] &&
+			sed "s/^/  $n stderr: /" "$dir/$n.err" >&2
 	done
 	exit 1
 }
 
-get() {
-	eval "printf '%s' \"\${$1_$2}\""
+# wait_for STEP TRIES CMD...: runs CMD until it succeeds, sleeping STEP
+# seconds between tries; returns 1 when it never did.
+wait_for() {
+	step=$1
+	tries=$2
+	shift 2
+	t=1
+	until "$@"; do
+		[ "$t" -ge "$tries" ] && return 1
+		t=$((t + 1))
+		sleep "$step"
+	done
 }
 
-# Waits until "$@" succeeds, up to WAIT_TENTHS tenths of a second.
-wait_for() {
-	t=0
-	until "$@"; do
-		t=$((t + 1))
-		[ "$t" -gt "$WAIT_TENTHS" ] && return 1
-		sleep 0.1
-	done
+# Up to ~5 s, polling every 20 ms.
+soon() {
+	wait_for 0.02 250 "$@"
 }
 
 has_ready() {
 	grep -q '^ready ' "$dir/$1.err" 2>/dev/null && return 0
 	# Exited before it was ready: stop waiting.
-	kill -0 "$(get pid "$1")" 2>/dev/null || return 0
+	eval "kill -0 \$pid_$1" 2>/dev/null || return 0
 	return 1
 }
 
@@ -67,160 +82,359 @@ has_lines() {
 	[ "$(wc -l < "$dir/$1.out")" -ge "$2" ]
 }
 
-all_exited() {
-	for p in $pids; do
-		kill -0 "$p" 2>/dev/null && return 1
-	done
-	return 0
-}
-
-# --- start the nodes ---------------------------------------------------
-fd=3
-connect=""
-for n in $NODES; do
+# start NAME [OPTIONS...]: starts a node and reads its ready line into
+# id_NAME, listen_NAME, engine_NAME.
+start() {
+	n=$1
+	shift
 	mkfifo "$dir/$n.in" || fail "mkfifo"
-	# shellcheck disable=SC2086 # $connect is a list of options
-	"$BIN" node $connect <"$dir/$n.in" >"$dir/$n.out" 2>"$dir/$n.err" &
+	# Not the other nodes' stdin FIFOs: a node holding one would keep
+	# that node from seeing EOF.
+	"$BIN" node "$@" <"$dir/$n.in" >"$dir/$n.out" 2>"$dir/$n.err" \
+		3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
 	eval "pid_$n=\$!"
 	pids="$pids $!"
+	nodes="$nodes $n"
 	# Hold the FIFO's write end: the node's stdin stays open until we close.
 	eval "exec $fd>\"\$dir/\$n.in\""
 	eval "fd_$n=\$fd"
 	fd=$((fd + 1))
 
-	wait_for has_ready "$n" || fail "node $n printed no ready line"
+	soon has_ready "$n" || fail "node $n printed no ready line"
 	line=$(grep '^ready ' "$dir/$n.err") || fail "node $n did not start"
-	id=$(printf '%s\n' "$line" | sed -n 's/.* id=\([0-9a-f]*\).*/\1/p')
-	listen=$(printf '%s\n' "$line" | sed -n 's/.* listen=\([^ ]*\).*/\1/p')
-	# shellcheck disable=SC2034 # read through get
-	engine=$(printf '%s\n' "$line" | sed -n 's/.* engine=\([^ ]*\).*/\1/p')
-	if [ -z "$id" ] || [ -z "$listen" ]; then
+	# shellcheck disable=SC2086 # split the line into its words
+	set -- $line
+	id=${2-}; id=${id#id=}
+	listen=${3-}; listen=${listen#listen=}
+	engine=${4-}; engine=${engine#engine=}
+	if [ "$1" != ready ] || [ ${#id} -ne 16 ] || [ -z "$listen" ]; then
 		fail "bad ready line: $line"
 	fi
 	eval "id_$n=\$id; listen_$n=\$listen; engine_$n=\$engine"
-	connect="$connect --connect $listen"
-done
+}
 
-# --- every node sends to every node, itself included --------------------
-for n in $NODES; do
-	for m in $NODES; do
-		if [ "$m" = "$n" ]; then
-			line="self hello from $n to itself"
-		else
-			line="$(get listen "$m") hello from $n to $m"
+# say NODE LINE: one line on the node's stdin.
+say() {
+	eval "printf '%s\n' \"\$2\" >&\$fd_$1" || fail "cannot write to node $1"
+}
+
+all_exited() {
+	for n in $1; do
+		eval "kill -0 \$pid_$n" 2>/dev/null && return 1
+	done
+	return 0
+}
+
+# stop "NODES": EOF on each stdin; each flushes, closes and exits 0. The
+# checks are done by then: a node still shutting down after 1 s is only
+# noted, and killed.
+stop() {
+	for n in $1; do
+		eval "f=\$fd_$n"
+		eval "exec $f>&-"
+	done
+	wait_for 0.05 20 all_exited "$1"
+	for n in $1; do
+		eval "p=\$pid_$n"
+		if kill -0 "$p" 2>/dev/null; then
+			kill -9 "$p" 2>/dev/null
+			wait "$p" 2>/dev/null
+			echo "  note: node $n was still shutting down after 1 s"
+			continue
 		fi
-		printf '%s\n' "$line" >&"$(get fd "$n")" ||
-			fail "cannot write to node $n"
+		wait "$p"
+		st=$?
+		[ "$st" -eq 0 ] || fail "node $n exited with status $st"
 	done
-done
+}
 
-for n in $NODES; do
-	wait_for has_lines "$n" 4 ||
-		fail "node $n received $(wc -l < "$dir/$n.out") of 4 messages"
-done
-
-# --- connections per node, from /proc/net/tcp ----------------------------
-# Each node's sockets are found by inode through /proc/PID/fd; a socket's
-# peer is the node listening on its remote port, or else the node owning
-# the socket whose local port is that remote port.
-map="$dir/map"
-: >"$map"
-for n in $NODES; do
-	port=$(get listen "$n")
-	printf 'port %04X %s\n' "${port##*:}" "$n" >>"$map"
-	for f in /proc/"$(get pid "$n")"/fd/*; do
-		l=$(readlink "$f" 2>/dev/null) || continue
-		case $l in
-		socket:*)
-			l=${l#socket:[}
-			printf 'inode %s %s\n' "${l%]}" "$n" >>"$map"
-			;;
-		esac
+# Send failures (no route, ...) show as "error:" lines on stderr.
+no_errors() {
+	for n in $1; do
+		if grep -q '^error:' "$dir/$n.err"; then
+			sed -n "s/^error:/    $n: error:/p" "$dir/$n.err"
+			ok=0
+		fi
 	done
-done
-awk '
-FILENAME == ARGV[1] {
-	if ($1 == "port") listener[$2] = $3; else owner[$2] = $3
-	next
 }
-FNR > 1 && $4 == "01" && ($10 in owner) {
-	split($2, l, ":"); split($3, r, ":")
-	k++; who[k] = owner[$10]; rport[k] = r[2]; at[l[2]] = owner[$10]
-}
-END {
-	for (i = 1; i <= k; i++) {
-		n = who[i]
-		p = (rport[i] in listener) ? listener[rport[i]] : at[rport[i]]
-		conns[n]++
-		if (!((n, p) in seen)) {
-			seen[n, p] = 1
-			peers[n] = peers[n] (peers[n] == "" ? "" : " ") p
+
+# --- connections from the kernel socket table ----------------------------
+# scan "NODES" sets conns_NAME (ESTABLISHED sockets the node holds) and
+# peers_NAME (the names at their other ends, sorted, once each). A node's
+# sockets are found by inode in /proc/PID/fd; a socket's peer is the node
+# listening on its remote port, or else the node owning the socket whose
+# local port is that remote port.
+scan() {
+	procs=""
+	ports=""
+	for n in $1; do
+		eval "procs=\"\$procs /proc/\$pid_$n/fd:$n\""
+		eval "ports=\"\$ports \${listen_$n##*:}:$n\""
+	done
+	set --
+	for p in $procs; do
+		set -- "$@" "${p%:*}"
+	done
+	# ls -l prints "/proc/PID/fd:" headers, then "... -> socket:[INODE]".
+	# shellcheck disable=SC2012 # the names are ours: digits
+	eval "$(ls -l "$@" 2>/dev/null | awk -v procs="$procs" \
+		-v ports="$ports" '
+	BEGIN {
+		n = split(procs, a, " ")
+		for (i = 1; i <= n; i++) {
+			split(a[i], b, ":")
+			name[b[1] ":"] = b[2]
+		}
+		n = split(ports, a, " ")
+		for (i = 1; i <= n; i++) {
+			split(a[i], b, ":")
+			listener[sprintf("%04X", b[1])] = b[2]
 		}
 	}
-	for (n in conns) print n, conns[n], peers[n]
-}' "$map" /proc/net/tcp >"$dir/conns"
+	NR == FNR {
+		if ($0 in name) { cur = name[$0]; next }
+		if ($NF ~ /^socket:\[/) {
+			ino = $NF
+			gsub(/[^0-9]/, "", ino)
+			owner[ino] = cur
+		}
+		next
+	}
+	FNR > 1 && $4 == "01" && ($10 in owner) {
+		split($2, l, ":"); split($3, r, ":")
+		k++; who[k] = owner[$10]; rport[k] = r[2]; at[l[2]] = owner[$10]
+	}
+	END {
+		for (i = 1; i <= k; i++) {
+			n = who[i]
+			p = rport[i] in listener ? listener[rport[i]] \
+						 : at[rport[i]]
+			conns[n]++
+			if (p != "" && !((n, p) in seen)) {
+				seen[n, p] = 1
+				list[n] = list[n] p
+			}
+		}
+		for (c in name) {
+			n = name[c]
+			s = ""
+			for (o = 65; o < 91; o++) {
+				ch = sprintf("%c", o)
+				if (index(list[n], ch)) s = s ch
+			}
+			printf "conns_%s=%d; peers_%s=%s\n", n, conns[n], n, s
+		}
+	}' - /proc/net/tcp)"
+}
 
-# --- report --------------------------------------------------------------
-ok=1
-echo "pairmesh demo: 4 nodes on 127.0.0.1, every pair dialled once"
-echo
-printf '  %-4s %-16s  %-21s %-8s  %-14s  %s\n' node id listen engine \
-	connections "messages received"
-for n in $NODES; do
-	c=$(awk -v n="$n" '$1 == n { print $2 }' "$dir/conns")
-	peers=$(awk -v n="$n" '$1 == n { $1 = $2 = ""; print }' "$dir/conns" |
-		tr ' ' '\n' | grep . | sort | tr -d '\n')
-	c=${c:-0}
-	got=0
-	from=""
-	for m in $NODES; do
-		if [ "$m" = "$n" ]; then
-			want="$(get id "$m") hello from $m to itself"
-		else
-			want="$(get id "$m") hello from $m to $n"
-		fi
-		k=$(grep -cxF "$want" "$dir/$n.out")
-		got=$((got + k))
-		[ "$k" -eq 1 ] && from="$from$m"
+# Every node of "NODES" holds exactly WANT sockets, to WANT other nodes.
+conns_are() {
+	scan "$1"
+	for n in $1; do
+		eval "c=\$conns_$n; p=\$peers_$n"
+		[ "$c" -eq "$2" ] && [ "${#p}" -eq "$2" ] || return 1
 	done
-	total=$(wc -l < "$dir/$n.out")
-	mark_c="✓"
-	mark_m="✓"
-	# 3 sockets, to 3 different nodes
-	if [ "$c" -ne 3 ] || [ "${#peers}" -ne 3 ]; then
-		mark_c="✗"
-		ok=0
-	fi
-	if [ "$got" -ne 4 ] || [ "$total" -ne 4 ]; then
-		mark_m="✗"
-		ok=0
-	fi
-	# The marks are 1 column but 3 bytes: keep them out of the widths.
-	printf '  %-4s %-16s  %-21s %-8s  %s %-12s  %s %d/4 from %s\n' \
-		"$n" "$(get id "$n")" "$(get listen "$n")" "$(get engine "$n")" \
-		"$mark_c" "$c to $peers" "$mark_m" "$got" "$from"
+}
+
+# --- stats through SIGUSR1 ------------------------------------------------
+has_more_stats() {
+	[ "$(grep -c '^{' "$dir/$1.err")" -gt "$2" ]
+}
+
+# stats NODE: asks for one stats line and prints it.
+stats() {
+	before=$(grep -c '^{' "$dir/$1.err")
+	eval "kill -USR1 \$pid_$1" || fail "node $1 is gone"
+	soon has_more_stats "$1" "$before" ||
+		fail "node $1 printed no stats line after SIGUSR1"
+	grep '^{' "$dir/$1.err" | tail -n 1
+}
+
+# peer_of LINE ID: the object about node ID in a stats line's peers.
+peer_of() {
+	printf '%s\n' "$1" | grep -o "{\"id\":\"$2\"[^}]*}"
+}
+
+field() {
+	printf '%s\n' "$1" | sed -n "s/.*\"$2\":\"*\([^,\"}]*\).*/\1/p"
+}
+
+# The node's own "relayed" (the one after the peers array).
+relayed_of() {
+	printf '%s\n' "$1" | sed -n 's/.*\],"relayed":\([0-9]*\).*/\1/p'
+}
+
+# routes_to NODE OTHER: NODE knows a route to OTHER.
+routes_to() {
+	eval "other=\$id_$2"
+	case $(stats "$1") in
+	*"{\"id\":\"$other\""*'"reachable":true'*) return 0 ;;
+	esac
+	return 1
+}
+
+# === act 1: the mesh builds itself ========================================
+start A
+start B --connect "$listen_A"
+start C --connect "$listen_B"
+start D --connect "$listen_C"
+
+# Polled every 100 ms, for up to 5 s.
+wait_for 0.1 50 conns_are "$MESH" 3 ||
+	fail "the mesh did not form: sockets A=${conns_A-?} B=${conns_B-?}" \
+		"C=${conns_C-?} D=${conns_D-?}"
+ok=1
+
+echo "pairmesh demo, act 1: four nodes, each told about one other"
+echo
+printf '  %-4s %-16s  %-21s %-8s  %s\n' node id listen engine "started with"
+for n in $MESH; do
+	case $n in
+	A) how="nothing (alone)" ;;
+	B) how="--connect A" ;;
+	C) how="--connect B" ;;
+	D) how="--connect C" ;;
+	esac
+	eval "printf '  %-4s %-16s  %-21s %-8s  %s\n' $n \$id_$n \$listen_$n \
+		\$engine_$n \"\$how\""
+done
+echo
+echo "  connections, from the kernel socket table (/proc/net/tcp):"
+echo
+printf '        A  B  C  D   sockets\n'
+for n in $MESH; do
+	row="    $n "
+	eval "p=\$peers_$n; c=\$conns_$n"
+	for m in $MESH; do
+		if [ "$m" = "$n" ]; then
+			row="$row  ·"
+		else
+			case $p in
+			*"$m"*) row="$row  ✓" ;;
+			*) row="$row  ✗"; ok=0 ;;
+			esac
+		fi
+	done
+	printf '%s   %s\n' "$row" "$c"
 done
 
-# --- EOF on every stdin: each node flushes, closes, exits 0 --------------
-for n in $NODES; do
-	eval "exec $(get fd "$n")>&-"
+# --- by id to each other node, and once to '*' -----------------------------
+for n in $MESH; do
+	for m in $MESH; do
+		[ "$m" = "$n" ] && continue
+		eval "say $n \"\$id_$m hello from $n to $m\""
+	done
+	say "$n" "* hello everyone, from $n"
 done
-wait_for all_exited || fail "nodes still running 6 s after EOF"
-for n in $NODES; do
-	wait "$(get pid "$n")"
-	st=$?
-	[ "$st" -eq 0 ] || fail "node $n exited with status $st"
-	if grep -q '^error:' "$dir/$n.err"; then
-		sed "s/^/  $n: /" "$dir/$n.err"
-		ok=0
-	fi
+for n in $MESH; do
+	soon has_lines "$n" 6 ||
+		fail "node $n received $(wc -l < "$dir/$n.out") of 6 messages"
 done
-pids=""
+# Time for a duplicate, if there were one, to show up.
+sleep 0.3
 
 echo
-if [ "$ok" -eq 1 ]; then
-	echo "✓ demo passed: 4 nodes, 6 connections (3 per node)," \
-		"16 messages delivered, clean exits"
-	exit 0
+echo "  messages received, each counted once (by id / to '*'):"
+echo
+names=""
+for m in $MESH; do
+	eval "names=\"\$names \$id_$m:$m\""
+done
+for n in $MESH; do
+	# Sets direct, from_d, bcast, from_b, total: the senders whose line
+	# came exactly once, by kind.
+	eval "$(awk -v names="$names" -v me="$n" '
+	BEGIN {
+		k = split(names, a, " ")
+		for (i = 1; i <= k; i++) {
+			split(a[i], b, ":")
+			name[b[1]] = b[2]
+			order[i] = b[2]
+		}
+	}
+	{
+		total++
+		m = name[$1]
+		if ($0 == $1 " hello from " m " to " me) d[m]++
+		else if ($0 == $1 " hello everyone, from " m) e[m]++
+	}
+	END {
+		for (i = 1; i <= k; i++) {
+			m = order[i]
+			if (d[m] == 1) { nd++; fd = fd m }
+			if (e[m] == 1) { ne++; fe = fe m }
+		}
+		printf "direct=%d; from_d=%s; bcast=%d; from_b=%s; total=%d\n",
+			nd, fd, ne, fe, total
+	}' "$dir/$n.out")"
+	mark="✓"
+	if [ "$direct" -ne 3 ] || [ "$bcast" -ne 3 ] || [ "$total" -ne 6 ]; then
+		mark="✗"
+		ok=0
+	fi
+	printf '    %s  %s by id %d/3 from %s, to * %d/3 from %s, %d lines\n' \
+		"$n" "$mark" "$direct" "$from_d" "$bcast" "$from_b" "$total"
+done
+no_errors "$MESH"
+[ "$ok" -eq 1 ] || fail "see the ✗ marks above"
+
+# === act 2: a relay ======================================================
+start X --no-auto-connect
+start Y --no-auto-connect --connect "$listen_X"
+start Z --no-auto-connect --connect "$listen_Y"
+
+# Both ends know the whole chain: no mesh news is left for Y to relay.
+soon routes_to X Z || fail "X learned no route to Z"
+soon routes_to Z X || fail "Z learned no route to X"
+scan "$CHAIN"
+before=$(relayed_of "$(stats Y)")
+[ -n "$before" ] || fail "no \"relayed\" in Y's stats"
+say X "$id_Z hello Z, from X through Y"
+want="$id_X hello Z, from X through Y"
+soon grep -qxF "$want" "$dir/Z.out" || fail "Z did not receive X's line"
+after=$(relayed_of "$(stats Y)")
+[ -n "$after" ] || fail "no \"relayed\" in Y's stats"
+route=$(peer_of "$(stats X)" "$id_Z")
+hops=$(field "$route" hops)
+via=$(field "$route" via)
+direct=$(field "$route" direct)
+
+echo
+echo "pairmesh demo, act 2: a chain with --no-auto-connect"
+echo
+printf '  %-4s %-16s  %-21s %s\n' node id listen "started with"
+for n in $CHAIN; do
+	case $n in
+	X) how="--no-auto-connect" ;;
+	Y) how="--no-auto-connect --connect X" ;;
+	Z) how="--no-auto-connect --connect Y" ;;
+	esac
+	eval "printf '  %-4s %-16s  %-21s %s\n' $n \$id_$n \$listen_$n \
+		\"\$how\""
+done
+echo
+printf '    sockets:   X to %s, Y to %s, Z to %s\n' "$peers_X" "$peers_Y" \
+	"$peers_Z"
+printf '    X stdin:   %s hello Z, from X through Y\n' "$id_Z"
+printf '    Z stdout:  %s\n' "$want"
+printf '    X route:   Z is %s hops away via %s (Y), direct: %s\n' "$hops" \
+	"$via" "$direct"
+printf '    Y stats:   "relayed":%s -> "relayed":%s\n' "$before" "$after"
+echo
+mark="✓"
+if [ "$hops" != 2 ] || [ "$via" != "$id_Y" ] || [ "$direct" != false ] ||
+	[ "$((after - before))" -ne 1 ] || [ "$peers_X" != Y ] ||
+	[ "$peers_Z" != Y ]; then
+	mark="✗"
+	ok=0
 fi
-fail "see the ✗ marks above"
+printf '    %s relayed path: X -> Y -> Z\n' "$mark"
+no_errors "$CHAIN"
+[ "$ok" -eq 1 ] || fail "see the ✗ marks above"
+echo
+stop "$MESH $CHAIN"
+pids=""
+echo "✓ demo passed: 4 nodes built the full mesh (6 connections) from one" \
+	"introduction each,"
+echo "  24 messages delivered once each, X -> Y -> Z relayed by Y"
+exit 0

@@ -1,0 +1,797 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The mesh with one process per node: `pairmesh node` processes started
+ * from a chain of seeds must end up connected pairwise exactly once, and a
+ * mesh that loses a node to kill -9 while traffic flows must carry on.
+ * Connections are checked in the kernel's table: each ESTABLISHED socket is
+ * mapped to its process through /proc/PID/fd, so every pair is counted.
+ * $BUILD names the build directory (default "build"); every wait is bounded
+ * and leftover processes are killed after each case.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "lib/testlib.h"
+
+#define MAX_PROCS	16
+#define WAIT_MS		20000	/* generous: a shared machine */
+#define MAX_SOCKS	4096
+#define KILL_NODES	8
+#define VICTIM		3
+
+struct buf {
+	char *p;
+	size_t len;
+	size_t cap;
+};
+
+struct proc {
+	pid_t pid;
+	int in, out, err;	/* our ends of its stdin, stdout, stderr */
+	struct buf o, e;
+	bool exited;
+	int status;		/* exit code, or 128 + signal */
+	uint64_t id;
+	char listen[64];
+	uint16_t port;
+};
+
+static struct proc procs[MAX_PROCS];
+static size_t nprocs;
+static char bin[512];
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void buf_append(struct buf *b, const char *data, size_t len)
+{
+	if (b->len + len + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+
+		while (cap < b->len + len + 1)
+			cap *= 2;
+		b->p = realloc(b->p, cap);
+		assert_non_null(b->p);
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, data, len);
+	b->len += len;
+	b->p[b->len] = '\0';
+}
+
+static void reap(struct proc *p, bool block)
+{
+	int st;
+
+	if (p->exited || !p->pid)
+		return;
+	if (waitpid(p->pid, &st, block ? 0 : WNOHANG) != p->pid)
+		return;
+	p->exited = true;
+	p->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static bool alive(const struct proc *p)
+{
+	return p->pid && !p->exited;
+}
+
+/*
+ * Reads whatever any node wrote, waiting up to timeout_ms. Every node's
+ * pipes are drained together: a node blocked on a full stdout would stall
+ * the whole mesh.
+ */
+static void pump_all(int timeout_ms)
+{
+	struct pollfd fds[2 * MAX_PROCS];
+	struct buf *bufs[2 * MAX_PROCS];
+	int *ends[2 * MAX_PROCS];
+	char chunk[65536];
+	nfds_t k = 0;
+
+	for (size_t i = 0; i < nprocs; i++) {
+		struct proc *p = &procs[i];
+
+		if (p->out >= 0) {
+			fds[k] = (struct pollfd){ p->out, POLLIN, 0 };
+			bufs[k] = &p->o;
+			ends[k++] = &p->out;
+		}
+		if (p->err >= 0) {
+			fds[k] = (struct pollfd){ p->err, POLLIN, 0 };
+			bufs[k] = &p->e;
+			ends[k++] = &p->err;
+		}
+	}
+	if (poll(fds, k, timeout_ms) > 0) {
+		for (nfds_t i = 0; i < k; i++) {
+			ssize_t r;
+
+			if (!fds[i].revents)
+				continue;
+			r = read(fds[i].fd, chunk, sizeof(chunk));
+			if (r > 0) {
+				buf_append(bufs[i], chunk, (size_t)r);
+			} else if (r == 0 || errno != EINTR) {
+				close(*ends[i]);
+				*ends[i] = -1;
+			}
+		}
+	}
+	for (size_t i = 0; i < nprocs; i++)
+		reap(&procs[i], false);
+}
+
+/* The first complete line of b starting with s (equal to s if exact). */
+static const char *find_line(const struct buf *b, const char *s, bool exact)
+{
+	size_t slen = strlen(s);
+	const char *at = b->p, *end = b->p + b->len;
+
+	while (at && at < end) {
+		const char *nl = memchr(at, '\n', (size_t)(end - at));
+
+		if (!nl)
+			return NULL;
+		if ((size_t)(nl - at) >= slen && !memcmp(at, s, slen) &&
+		    (!exact || (size_t)(nl - at) == slen))
+			return at;
+		at = nl + 1;
+	}
+	return NULL;
+}
+
+static const char *engine_name(void)
+{
+	return tl_engine == PM_ENGINE_IO_URING ? "io_uring" : "epoll";
+}
+
+static void print_proc(const struct proc *p)
+{
+	print_message("pid %d (%s) exited %d status %d\nstderr:\n%s\n",
+		      (int)p->pid, p->listen, p->exited, p->status,
+		      p->e.p ? p->e.p : "");
+}
+
+/*
+ * Starts `pairmesh node` dialling seed (NULL: none) and waits for its ready
+ * line. stdin stays a pipe from us: EOF would stop the node.
+ */
+static struct proc *start_node(const char *seed)
+{
+	char *argv[10] = {
+		bin, "node", "--engine", (char *)engine_name(),
+		"--max-peers", "32",
+	};
+	int in[2], out[2], err[2], i = 6;
+	uint64_t deadline;
+	struct proc *p;
+	const char *l;
+
+	assert_true(nprocs < MAX_PROCS);
+	p = &procs[nprocs++];
+	memset(p, 0, sizeof(*p));
+	p->in = p->out = p->err = -1;
+	if (seed) {
+		argv[i++] = "--connect";
+		argv[i++] = (char *)seed;
+	}
+	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+	p->pid = fork();
+	assert_true(p->pid >= 0);
+	if (p->pid == 0) {
+		dup2(in[0], STDIN_FILENO);
+		dup2(out[1], STDOUT_FILENO);
+		dup2(err[1], STDERR_FILENO);
+		execv(argv[0], argv);
+		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	close(in[0]);
+	close(out[1]);
+	close(err[1]);
+	p->in = in[1];
+	p->out = out[0];
+	p->err = err[0];
+	/* Our writes never block on a busy node: lines are retried. */
+	assert_int_equal(fcntl(p->in, F_SETFL, O_NONBLOCK), 0);
+
+	deadline = now_ms() + WAIT_MS;
+	while (!(l = find_line(&p->e, "ready id=", false))) {
+		if (!alive(p) || now_ms() > deadline) {
+			print_proc(p);
+			fail_msg("pairmesh node gave no ready line");
+		}
+		pump_all(20);
+	}
+	if (sscanf(l, "ready id=%16" SCNx64 " listen=%63s", &p->id,
+		   p->listen) != 2) {
+		print_proc(p);
+		fail_msg("bad ready line");
+	}
+	p->port = (uint16_t)atoi(strrchr(p->listen, ':') + 1);
+	assert_true(p->id != 0 && p->port != 0);
+	return p;
+}
+
+/* Writes line to p's stdin; false when the pipe is full (try later). */
+static bool put_line(struct proc *p, const char *line)
+{
+	size_t len = strlen(line);
+	ssize_t r;
+
+	if (p->in < 0 || !alive(p))
+		return false;
+	/* A line shorter than PIPE_BUF goes in whole or not at all. */
+	r = write(p->in, line, len);
+	if (r < 0 && (errno == EAGAIN || errno == EPIPE || errno == EINTR))
+		return false;
+	assert_int_equal(r, (ssize_t)len);
+	return true;
+}
+
+static void kill_all(void)
+{
+	for (size_t i = 0; i < nprocs; i++) {
+		struct proc *p = &procs[i];
+
+		if (alive(p)) {
+			kill(p->pid, SIGKILL);
+			reap(p, true);
+		}
+		if (p->in >= 0)
+			close(p->in);
+		if (p->out >= 0)
+			close(p->out);
+		if (p->err >= 0)
+			close(p->err);
+		free(p->o.p);
+		free(p->e.p);
+		memset(p, 0, sizeof(*p));
+	}
+	nprocs = 0;
+}
+
+static int teardown_case(void **state)
+{
+	kill_all();
+	return 0;
+}
+
+/* The node listening on port, or -1. */
+static int node_by_port(uint16_t port)
+{
+	for (size_t i = 0; i < nprocs; i++)
+		if (procs[i].port == port)
+			return (int)i;
+	return -1;
+}
+
+/* ESTABLISHED sockets of the whole machine at the last look (reports). */
+static int machine_established;
+
+/* One ESTABLISHED TCP socket. */
+struct sock {
+	unsigned long ino;
+	uint16_t lport, rport;
+};
+
+static int diag_list(int family, struct sock *out, int n, int max)
+{
+	struct {
+		struct nlmsghdr nlh;
+		struct inet_diag_req_v2 r;
+	} req;
+	uint32_t buf[8192];
+	const struct inet_diag_msg *m;
+	const struct nlmsghdr *h;
+	ssize_t len;
+	int fd;
+
+	fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+	if (fd < 0)
+		return -1;
+	memset(&req, 0, sizeof(req));
+	req.nlh.nlmsg_len = sizeof(req);
+	req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	req.r.sdiag_family = (uint8_t)family;
+	req.r.sdiag_protocol = IPPROTO_TCP;
+	req.r.idiag_states = 1u << TCP_ESTABLISHED;
+	if (send(fd, &req, sizeof(req), 0) != (ssize_t)sizeof(req))
+		goto out_err;
+	for (;;) {
+		len = recv(fd, buf, sizeof(buf), 0);
+		if (len <= 0)
+			goto out_err;
+		for (h = (const struct nlmsghdr *)buf; NLMSG_OK(h, len);
+		     h = NLMSG_NEXT(h, len)) {
+			if (h->nlmsg_type == NLMSG_DONE)
+				goto out;
+			if (h->nlmsg_type == NLMSG_ERROR)
+				goto out_err;
+			m = NLMSG_DATA(h);
+			if (m->idiag_state != TCP_ESTABLISHED)
+				continue;
+			machine_established++;
+			/* Only ours: the machine may hold thousands more. */
+			if (n == max ||
+			    node_by_port(ntohs(m->id.idiag_dport)) < 0)
+				continue;
+			out[n].ino = m->idiag_inode;
+			out[n].lport = ntohs(m->id.idiag_sport);
+			out[n].rport = ntohs(m->id.idiag_dport);
+			n++;
+		}
+	}
+out:
+	close(fd);
+	return n;
+out_err:
+	close(fd);
+	return -1;
+}
+
+/* The /proc/net/tcp text table: the fallback without sock_diag. */
+static int proc_list(const char *path, struct sock *out, int n, int max)
+{
+	char line[512];
+	unsigned lport, rport, st;
+	unsigned long ino;
+	FILE *f;
+
+	f = fopen(path, "r");
+	if (!f)
+		return n;
+	while (fgets(line, sizeof(line), f) && n < max) {
+		if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%x %x "
+			   "%*x:%*x %*x:%*x %*x %*u %*u %lu", &lport, &rport,
+			   &st, &ino) != 4)
+			continue;	/* the header */
+		if (st != 0x01)
+			continue;	/* 01: TCP_ESTABLISHED */
+		machine_established++;
+		if (node_by_port((uint16_t)rport) < 0)
+			continue;
+		out[n].ino = ino;
+		out[n].lport = (uint16_t)lport;
+		out[n].rport = (uint16_t)rport;
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+/* The ESTABLISHED sockets whose remote port is one of the nodes'. */
+static int established(struct sock *out, int max)
+{
+	int n4, n;
+
+	machine_established = 0;
+	n4 = diag_list(AF_INET, out, 0, max);
+	if (n4 >= 0 && (n = diag_list(AF_INET6, out, n4, max)) >= 0)
+		return n;
+	machine_established = 0;
+	n = proc_list("/proc/net/tcp", out, 0, max);
+	return proc_list("/proc/net/tcp6", out, n, max);
+}
+
+/* Socket inodes of the running nodes, from /proc/PID/fd. */
+struct owners {
+	unsigned long ino[MAX_SOCKS];
+	int node[MAX_SOCKS];
+	int n;
+};
+
+static void scan_owners(struct owners *o)
+{
+	char path[300], link[64];
+	struct dirent *d;
+	unsigned long x;
+
+	o->n = 0;
+	for (size_t i = 0; i < nprocs; i++) {
+		DIR *dir;
+
+		if (!alive(&procs[i]))
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd", (int)procs[i].pid);
+		dir = opendir(path);
+		if (!dir)
+			continue;
+		while ((d = readdir(dir)) && o->n < MAX_SOCKS) {
+			ssize_t r;
+
+			snprintf(path, sizeof(path), "/proc/%d/fd/%s",
+				 (int)procs[i].pid, d->d_name);
+			r = readlink(path, link, sizeof(link) - 1);
+			if (r <= 0)
+				continue;
+			link[r] = '\0';
+			if (sscanf(link, "socket:[%lu]", &x) != 1)
+				continue;
+			o->ino[o->n] = x;
+			o->node[o->n++] = (int)i;
+		}
+		closedir(dir);
+	}
+}
+
+/* The index of the running node holding socket inode ino, or -1. */
+static int owner_of(const struct owners *o, unsigned long ino)
+{
+	for (int i = 0; i < o->n; i++)
+		if (o->ino[i] == ino)
+			return o->node[i];
+	return -1;
+}
+
+struct conn_count {
+	int total;		/* dialler ends into any of our listeners */
+	int stray;		/* ... not owned by a running node */
+	int pairs[MAX_PROCS][MAX_PROCS];	/* [dialler][listener] */
+};
+
+/*
+ * Counts every ESTABLISHED socket whose remote port is one of the nodes'
+ * listen ports (the dialler's end: one per connection), by dialler and
+ * listener. Dead nodes' ports count too: a survivor still connected to
+ * the dead one is a connection too many.
+ */
+static void count_conns(struct conn_count *c)
+{
+	static struct sock socks[MAX_SOCKS];
+	static struct owners o;
+	int n;
+
+	/* Owners first: a socket opened in between looks stray, and the
+	 * waits look again. */
+	scan_owners(&o);
+	n = established(socks, MAX_SOCKS);
+	memset(c, 0, sizeof(*c));
+	for (int i = 0; i < n; i++) {
+		int to = node_by_port(socks[i].rport), from;
+
+		if (to < 0)
+			continue;
+		c->total++;
+		from = owner_of(&o, socks[i].ino);
+		if (from < 0 || !alive(&procs[to]))
+			c->stray++;
+		else
+			c->pairs[from][to]++;
+	}
+}
+
+static size_t count_alive(void)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < nprocs; i++)
+		k += alive(&procs[i]);
+	return k;
+}
+
+/* Every pair of running nodes connected exactly once, nothing else. */
+static bool pairs_once(void)
+{
+	struct conn_count c;
+	size_t k = count_alive();
+	uint16_t ports[MAX_PROCS];
+
+	count_conns(&c);
+	if (c.stray || c.total != (int)(k * (k - 1) / 2))
+		return false;
+	for (size_t i = 0; i < nprocs; i++) {
+		for (size_t j = i + 1; j < nprocs; j++) {
+			if (!alive(&procs[i]) || !alive(&procs[j]))
+				continue;
+			if (c.pairs[i][j] + c.pairs[j][i] != 1)
+				return false;
+		}
+		ports[i] = procs[i].port;
+	}
+	/* The plain count the shared helper sees agrees. */
+	return tl_tcp_established(ports, nprocs) == (int)(k * (k - 1) / 2);
+}
+
+static void print_conns(void)
+{
+	struct conn_count c;
+	size_t k = count_alive();
+
+	count_conns(&c);
+	print_message("connections: %d (want %zu), stray %d; %d ESTABLISHED "
+		      "on the machine\n", c.total, k * (k - 1) / 2, c.stray,
+		      machine_established);
+	for (size_t i = 0; i < nprocs; i++) {
+		for (size_t j = i + 1; j < nprocs; j++) {
+			int n = c.pairs[i][j] + c.pairs[j][i];
+
+			if (alive(&procs[i]) && alive(&procs[j]) && n != 1)
+				print_message("  nodes %zu-%zu: %d\n", i, j, n);
+		}
+	}
+}
+
+static bool all_alive(size_t skip)
+{
+	for (size_t i = 0; i < nprocs; i++) {
+		if (i != skip && !alive(&procs[i])) {
+			print_proc(&procs[i]);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Pumps output until pairs_once() holds; checks nobody died. */
+static bool wait_pairs_once(size_t skip)
+{
+	uint64_t deadline = now_ms() + WAIT_MS;
+
+	for (;;) {
+		if (!all_alive(skip))
+			return false;
+		if (pairs_once())
+			return true;
+		if (now_ms() > deadline)
+			break;
+		pump_all(50);
+	}
+	print_conns();
+	return false;
+}
+
+static void chain_of_seeds(size_t k)
+{
+	start_node(NULL);
+	for (size_t i = 1; i < k; i++)
+		start_node(procs[i - 1].listen);
+}
+
+static void formation(size_t k)
+{
+	uint64_t until;
+
+	chain_of_seeds(k);
+	if (!wait_pairs_once(SIZE_MAX))
+		fail_msg("%zu nodes from a chain of seeds: not every pair "
+			 "connected exactly once", k);
+	/* It lasts: no late duplicate, nothing torn down. */
+	until = now_ms() + 300;
+	while (now_ms() < until)
+		pump_all(50);
+	if (!wait_pairs_once(SIZE_MAX))
+		fail_msg("%zu nodes: the full mesh did not last", k);
+}
+
+static void test_mesh_proc_formation_4(void **state)
+{
+	tl_begin();
+	formation(4);
+}
+
+static void test_mesh_proc_formation_16(void **state)
+{
+	tl_begin();
+	formation(16);
+}
+
+/* One round of traffic: each running node sends to '*' and to one id. */
+static void traffic(unsigned round)
+{
+	char line[128];
+
+	for (size_t i = 0; i < nprocs; i++) {
+		size_t to = (i + 1 + round % (nprocs - 1)) % nprocs;
+
+		if (!alive(&procs[i]))
+			continue;
+		snprintf(line, sizeof(line), "* bc-%u-%zu\n", round, i);
+		put_line(&procs[i], line);
+		/* Sometimes to the dead node: senders are not told. */
+		snprintf(line, sizeof(line), "%016" PRIx64 " to-%u-%zu\n",
+			 procs[to].id, round, i);
+		put_line(&procs[i], line);
+	}
+}
+
+static size_t count_lines(const struct buf *b, const char *prefix)
+{
+	size_t n = 0, plen = strlen(prefix);
+	const char *at = b->p, *end = b->p + b->len;
+
+	while (at && at < end) {
+		const char *nl = memchr(at, '\n', (size_t)(end - at));
+
+		if (!nl)
+			break;
+		if (memmem(at, (size_t)(nl - at), prefix, plen))
+			n++;
+		at = nl + 1;
+	}
+	return n;
+}
+
+/* Every survivor got the lines every other survivor sent after the kill. */
+static bool markers_arrived(void)
+{
+	char want[128];
+
+	for (size_t d = 0; d < nprocs; d++) {
+		if (d == VICTIM)
+			continue;
+		for (size_t s = 0; s < nprocs; s++) {
+			if (s == VICTIM || s == d)
+				continue;
+			snprintf(want, sizeof(want), "%016" PRIx64
+				 " after-%zu-%zu", procs[s].id, s, d);
+			if (!find_line(&procs[d].o, want, true))
+				return false;
+			snprintf(want, sizeof(want), "%016" PRIx64
+				 " all-after-%zu", procs[s].id, s);
+			if (!find_line(&procs[d].o, want, true))
+				return false;
+		}
+	}
+	return true;
+}
+
+static void test_mesh_proc_kill_one(void **state)
+{
+	char line[128];
+	unsigned round = 0;
+	uint64_t deadline;
+	bool sent[KILL_NODES][KILL_NODES + 1];
+	size_t s, d;
+
+	tl_begin();
+	chain_of_seeds(KILL_NODES);
+	if (!wait_pairs_once(SIZE_MAX))
+		fail_msg("no full mesh of %d nodes", KILL_NODES);
+
+	/* Traffic flows, everybody hears everybody... */
+	deadline = now_ms() + WAIT_MS;
+	while (count_lines(&procs[0].o, " bc-") < 7 * 20 &&
+	       now_ms() < deadline) {
+		traffic(round++);
+		pump_all(5);
+	}
+	assert_true(count_lines(&procs[0].o, " bc-") >= 7 * 20);
+	/* ... when one node dies without a word. */
+	assert_int_equal(kill(procs[VICTIM].pid, SIGKILL), 0);
+	deadline = now_ms() + WAIT_MS;
+	while (alive(&procs[VICTIM]) && now_ms() < deadline)
+		pump_all(5);
+	assert_false(alive(&procs[VICTIM]));
+	assert_int_equal(procs[VICTIM].status, 128 + SIGKILL);
+	for (unsigned i = 0; i < 50; i++) {
+		traffic(round++);
+		pump_all(5);
+	}
+
+	/*
+	 * Sent after the kill: one line from each survivor to each other
+	 * and one broadcast each. Lines refused by a full pipe are retried.
+	 */
+	memset(sent, 0, sizeof(sent));
+	deadline = now_ms() + WAIT_MS;
+	for (bool all = false; !all && now_ms() < deadline;) {
+		all = true;
+		for (s = 0; s < KILL_NODES; s++) {
+			for (d = 0; d <= KILL_NODES; d++) {
+				if (s == VICTIM || d == VICTIM || s == d ||
+				    sent[s][d])
+					continue;
+				if (d == KILL_NODES)
+					snprintf(line, sizeof(line),
+						 "* all-after-%zu\n", s);
+				else
+					snprintf(line, sizeof(line), "%016"
+						 PRIx64 " after-%zu-%zu\n",
+						 procs[d].id, s, d);
+				sent[s][d] = put_line(&procs[s], line);
+				all = all && sent[s][d];
+			}
+		}
+		pump_all(5);
+	}
+	deadline = now_ms() + WAIT_MS;
+	/* Traffic keeps flowing meanwhile. */
+	while (!markers_arrived() && now_ms() < deadline) {
+		if (!all_alive(VICTIM))
+			break;
+		traffic(round++);
+		pump_all(10);
+	}
+	if (!markers_arrived()) {
+		for (d = 0; d < KILL_NODES; d++)
+			if (d != VICTIM)
+				print_proc(&procs[d]);
+		fail_msg("messages between survivors sent after the kill "
+			 "did not all arrive");
+	}
+	if (!wait_pairs_once(VICTIM))
+		fail_msg("the %d survivors did not settle on one connection "
+			 "per pair", KILL_NODES - 1);
+
+	/* No survivor crashed: each exits cleanly at the end of its input. */
+	for (s = 0; s < KILL_NODES; s++) {
+		if (s == VICTIM)
+			continue;
+		assert_true(alive(&procs[s]));
+		close(procs[s].in);
+		procs[s].in = -1;
+	}
+	deadline = now_ms() + WAIT_MS;
+	while (count_alive() && now_ms() < deadline)
+		pump_all(20);
+	for (s = 0; s < KILL_NODES; s++) {
+		if (s == VICTIM)
+			continue;
+		if (procs[s].exited && procs[s].status == 0)
+			continue;
+		print_proc(&procs[s]);
+		fail_msg("survivor %zu did not exit cleanly", s);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_mesh_proc_formation_16,
+					  teardown_case),
+		cmocka_unit_test_teardown(test_mesh_proc_formation_4,
+					  teardown_case),
+		cmocka_unit_test_teardown(test_mesh_proc_kill_one,
+					  teardown_case),
+	};
+	const char *build = getenv("BUILD");
+	int failed;
+
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(bin, sizeof(bin), "%s/pairmesh", build && *build ? build :
+		 "build");
+	if (access(bin, X_OK)) {
+		fprintf(stderr, "%s: %s (run make first)\n", bin,
+			strerror(errno));
+		return 1;
+	}
+	failed = cmocka_run_group_tests_name("mesh_proc/io_uring", tests,
+					     tl_setup_io_uring, tl_teardown);
+	failed += cmocka_run_group_tests_name("mesh_proc/epoll", tests,
+					      tl_setup_epoll, tl_teardown);
+	kill_all();
+	return failed ? 1 : 0;
+}
