@@ -178,6 +178,7 @@ static int alloc_slabs(struct pm_node *n)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < n->npeers; i++) {
 		n->peers[i].gen = 1;
+		n->peers[i].wait_slot = NONE;
 		n->peers[i].next_free = i + 1 < n->self ? i + 1 : NONE;
 	}
 	n->peer_free = 0;

@@ -140,6 +140,8 @@ struct peer {
 				 * long for the winning connection */
 	uint64_t wait_id;	/* dial once no connection to this node id is
 				 * left (the old stream is still closing) */
+	uint32_t wait_slot;	/* ... or once this closing slot is gone (its
+				 * peer's id was not known yet) */
 	uint32_t blocked_on;	/* paused until this slot's TX has room */
 	bool has_blocked;	/* some slot is blocked_on this one */
 	bool links_owed;	/* a LINKS to it did not fit: send the table */

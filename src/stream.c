@@ -13,6 +13,7 @@
 #include "node.h"
 
 static void release_blocked(struct pm_node *n, uint32_t on);
+static void wake_slot_waiters(struct pm_node *n, uint32_t gone, uint64_t id);
 static void drain_alias(struct pm_node *n, uint32_t i);
 
 struct pm_stream handle_of(struct pm_node *n, uint32_t slot)
@@ -103,6 +104,7 @@ uint32_t peer_alloc(struct pm_node *n)
 	p->alias_to = NONE;
 	p->blocked_on = NONE;
 	p->live_pending = NONE;
+	p->wait_slot = NONE;
 	p->next_free = NONE;
 	p->peer_max = n->cfg.max_message;
 	/* Unique per stream: the node's random nonce, mixed with a count. */
@@ -129,15 +131,20 @@ static void peer_kill(struct pm_node *n, uint32_t slot)
 
 	if (p->state == PEER_ALIAS && ring_used(&p->tx))
 		n->aliases--;
-	if (p->wait_id) {
+	if (p->wait_id || p->wait_slot != NONE) {
 		p->wait_id = 0;
+		p->wait_slot = NONE;
 		n->waiting--;
 	}
+	uint64_t gone_id = p->id;
+
 	p->gen = p->gen + 1 ? p->gen + 1 : 1;
 	p->state = PEER_ZOMBIE;
 	p->id = 0;
 	if (!p->pins)
 		peer_release(n, slot);
+	if (n->waiting)
+		wake_slot_waiters(n, slot, gone_id);
 }
 
 void peer_unpin(struct pm_node *n, uint32_t slot)
@@ -435,11 +442,16 @@ static uint32_t find_by_id(struct pm_node *n, uint64_t id, uint32_t not)
  * merges (a close asked before the handshake must reach the merged stream);
  * pm_connect wants a stream it can still send on. */
 static uint32_t find_by_addr(struct pm_node *n, const struct sockaddr *sa,
-			     uint32_t not, bool closing_too)
+			     uint32_t not, bool closing_too, bool for_merge)
 {
 	for (uint32_t i = 0; i < n->self; i++) {
 		struct peer *p = &n->peers[i];
 
+		/* A stream holding its dial until an older one to the same
+		 * node is gone is not that node's stream yet: a connection
+		 * must not merge into it (its messages come after). */
+		if (for_merge && (p->wait_id || p->wait_slot != NONE))
+			continue;
 		if (i != not && p->has_addr &&
 		    (p->state == PEER_PENDING || p->state == PEER_LIVE ||
 		     (closing_too && p->state == PEER_CLOSING)) &&
@@ -537,7 +549,7 @@ int peer_hello(struct pm_node *n, struct conn *c)
 	adv_len = addr_from_hello(h, (struct sockaddr *)&c->remote, &adv);
 	q = find_by_id(n, h->node_id, slot);
 	if (q == NONE && adv_len)
-		q = find_by_addr(n, (struct sockaddr *)&adv, slot, true);
+		q = find_by_addr(n, (struct sockaddr *)&adv, slot, true, true);
 	if (q != NONE && n->peers[q].id && n->peers[q].id != h->node_id)
 		q = NONE;	/* that address now belongs to another node */
 	if (q != NONE && n->peers[q].peer_nonce &&
@@ -906,18 +918,20 @@ int pm_connect(struct pm_node *n, const char *addr, struct pm_stream *out)
 		*out = handle_of(n, n->self);
 		return 0;
 	}
-	slot = find_by_addr(n, sa, NONE, false);
+	slot = find_by_addr(n, sa, NONE, false, false);
 	if (slot != NONE) {
 		n->peers[slot].user_visible = true;
 		*out = handle_of(n, slot);
 		return 0;
 	}
-	slot = find_by_addr(n, sa, NONE, true);
-	if (slot != NONE && n->peers[slot].id) {
+	slot = find_by_addr(n, sa, NONE, true, false);
+	if (slot != NONE) {
 		/* The old stream to that node is still closing. Dialling now
-		 * would race its CLOSE: the peer could still hold the old
-		 * connection live and refuse the new one as a duplicate. */
+		 * would race its CLOSE (the peer could still hold the old
+		 * connection live and refuse the new one as a duplicate) and
+		 * let new messages overtake the old stream's last ones. */
 		uint64_t id = n->peers[slot].id;
+		uint32_t old = slot;
 
 		slot = peer_alloc(n);
 		if (slot == NONE)
@@ -928,7 +942,11 @@ int pm_connect(struct pm_node *n, const char *addr, struct pm_stream *out)
 		p->addr_len = len;
 		p->has_addr = true;
 		p->user_visible = true;
-		p->wait_id = id;
+		/* First the old stream must be gone, then its connections
+		 * (wake_slot_waiters turns the one wait into the other). */
+		(void)id;
+		p->wait_id = 0;
+		p->wait_slot = old;
 		n->waiting++;
 		*out = handle_of(n, slot);
 		return 0;
@@ -961,6 +979,26 @@ int peer_dial(struct pm_node *n, const struct sockaddr *sa, socklen_t len,
 		return r;
 	}
 	return (int)slot;
+}
+
+/* Closing slot `gone` has ended: its waiters now wait for its
+ * connections to id to end, or dial at once if it never had a peer. */
+static void wake_slot_waiters(struct pm_node *n, uint32_t gone, uint64_t id)
+{
+	bool any = false;
+
+	for (uint32_t i = 0; i < n->self; i++) {
+		struct peer *p = &n->peers[i];
+
+		if (p->wait_slot != gone || p->state == PEER_FREE ||
+		    p->state == PEER_ZOMBIE)
+			continue;
+		p->wait_slot = NONE;
+		p->wait_id = id ? id : UINT64_MAX;
+		any = true;
+	}
+	if (any)
+		peer_wake_waiters(n, id ? id : UINT64_MAX);
 }
 
 /* A connection to id ended: dial the streams that waited for it, unless
