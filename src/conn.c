@@ -342,7 +342,8 @@ void conn_flush(struct pm_node *n, struct conn *c)
 	} else if (live && !c->close_queued &&
 		   ring_used(&p->tx) > p->tx_sent) {
 		/* One send covers the whole ready span: the mirror makes it
-		 * contiguous even when it wraps. */
+		 * contiguous even when it wraps, and it ends at the ring's
+		 * tail, a frame boundary. */
 		buf = ring_head_ptr(&p->tx) + p->tx_sent;
 		len = ring_used(&p->tx) - p->tx_sent;
 		c->send_from_ring = true;

@@ -427,14 +427,15 @@ int pm_node_run(struct pm_node *n, int timeout_ms)
 			n->next_tick_ms = now + 100;
 			conn_timers(n, now);
 		}
+		/* Wake up for the timers (keepalive, dead peers, handshake
+		 * limits, the ACK tick) even when nothing else happens. */
+		if (timeout_ms < 0 || timeout_ms > 250)
+			timeout_ms = 250;
 	}
 	if (n->resuming) {
 		node_resume_tick(n, node_now_ms());
 		if (timeout_ms < 0 || timeout_ms > 25)
 			timeout_ms = 25;	/* redials are due soon */
-		/* Wake up for the timers even when nothing else happens. */
-		if (timeout_ms < 0 || timeout_ms > 250)
-			timeout_ms = 250;
 	}
 	if (n->draining || n->orphans) {
 		conn_check_deadlines(n);

@@ -13,6 +13,7 @@
 #include "node.h"
 
 static void release_blocked(struct pm_node *n, uint32_t on);
+static int peer_acked(struct pm_node *n, uint32_t slot, uint64_t pos);
 static void wake_slot_waiters(struct pm_node *n, uint32_t gone, uint64_t id);
 static void drain_alias(struct pm_node *n, uint32_t i);
 
@@ -696,6 +697,31 @@ static void rx_stream_consume(struct pm_node *n, struct peer *p, uint32_t r)
 	}
 }
 
+/*
+ * The stream is paused with frames waiting: apply the ACKs among them now.
+ * They do not belong to the peer's ring stream and are cumulative, so
+ * applying them early is safe (seen again in order, they are old news),
+ * and a paused stream cannot starve its own TX of acknowledgements.
+ */
+static void acks_ahead(struct pm_node *n, uint32_t slot)
+{
+	struct peer *p = &n->peers[slot];
+	uint32_t at = p->rx.head;
+	struct frame f;
+
+	while (at != p->rx.tail) {
+		long r = frame_decode(p->rx.base + (at & p->rx.mask),
+				      p->rx.tail - at, n->cfg.max_message, &f);
+
+		if (r <= 0)
+			return;
+		if (f.type == FRAME_ACK && f.len == ACK_LEN &&
+		    peer_acked(n, slot, get_be64(f.payload)))
+			return;	/* bad: the in-order pass will say so */
+		at += (uint32_t)r;
+	}
+}
+
 /* Hands each whole frame in the RX ring to the user, in place. */
 void peer_deliver(struct pm_node *n, uint32_t slot)
 {
@@ -703,6 +729,10 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 	uint32_t gen = p->gen;
 	struct frame f;
 
+	if (p->paused && p->state == PEER_LIVE) {
+		acks_ahead(n, slot);	/* more arrived behind the pause */
+		return;
+	}
 	while (p->gen == gen && p->state == PEER_LIVE && !p->paused) {
 		long r = frame_decode(ring_head_ptr(&p->rx), ring_used(&p->rx),
 				      n->cfg.max_message, &f);
@@ -740,8 +770,10 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 			int x = mesh_frame(n, slot, &f);
 
 			if (x == -EAGAIN) {
-				if (p->gen == gen)
+				if (p->gen == gen) {
 					p->paused = true;
+					acks_ahead(n, slot);
+				}
 				return;
 			}
 			if (p->gen != gen)
@@ -791,8 +823,10 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 
 		if (n->cfg.on_message &&
 		    n->cfg.on_message(n, &m, n->cfg.user) == -EAGAIN) {
-			if (p->gen == gen)
+			if (p->gen == gen) {
 				p->paused = true;
+				acks_ahead(n, slot);
+			}
 			return;
 		}
 		if (p->gen != gen)

@@ -124,6 +124,30 @@ static bool no_conns(void *arg)
 	return st.conns_open == 0;
 }
 
+/* Like the above, but a only ever waits with timeout -1: the node must
+ * still wake up for its own timers. */
+static void test_liveness_timers_run_when_idle(void **state)
+{
+	struct pm_config c;
+	struct tl_node *a, *b;
+	struct closed_arg arg;
+	int turns;
+
+	tl_begin();
+	short_limits(&c);
+	c.resume_ms = 0;
+	a = tl_node_new(&c);
+	b = tl_node_new(&c);
+	arg.t = a;
+	arg.s = connect_pair(a, b);
+	/* Each turn returns by itself (timers): bounded by turns. */
+	for (turns = 0; turns < 400 && !closed(&arg); turns++)
+		pm_node_run(a->n, -1);
+	assert_true(closed(&arg));
+	tl_node_free(a);
+	tl_node_free(b);
+}
+
 /* A TCP client that connects and never says HELLO: its slot is freed. */
 static void test_liveness_stalled_handshake_freed(void **state)
 {
@@ -204,7 +228,8 @@ static void test_liveness_sigstop_detected(void **state)
 	cmocka_unit_test(test_liveness_idle_pair_survives),          \
 	cmocka_unit_test(test_liveness_sigstop_detected),            \
 	cmocka_unit_test(test_liveness_silent_peer_closed),          \
-	cmocka_unit_test(test_liveness_stalled_handshake_freed)
+	cmocka_unit_test(test_liveness_stalled_handshake_freed),     \
+	cmocka_unit_test(test_liveness_timers_run_when_idle)
 
 int main(void)
 {

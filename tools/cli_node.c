@@ -58,6 +58,8 @@ void node_usage(FILE *f)
 "Usage: %s node [--listen HOST:PORT] [--connect HOST:PORT]... [--id HEX16]\n"
 "                     [--engine auto|io_uring|epoll] [--max-peers N]\n"
 "                     [--no-auto-connect] [--max-hops N] [--stats SECONDS]\n"
+"                     [--key-file FILE] [--keepalive MS] [--dead-after MS]\n"
+"                     [--resume MS]\n"
 "\n"
 "Runs one node of the mesh until stdin ends or SIGINT/SIGTERM arrives.\n"
 "Nodes tell each other whom they are connected to: a node learns the whole\n"
@@ -77,6 +79,16 @@ void node_usage(FILE *f)
 "                           reach them through relays instead\n"
 "      --max-hops N         hop limit of the messages this node sends by id\n"
 "                           or to '*', 1 to 255 (default 16)\n"
+"      --key-file FILE      mesh key (64 hex digits or 32 raw bytes): only\n"
+"                           nodes with the same key connect (mutual\n"
+"                           challenge-response); others are refused\n"
+"      --keepalive MS       PING a connection silent this long (default\n"
+"                           1000; 0 = off)\n"
+"      --dead-after MS      a connection silent this long is lost (default\n"
+"                           5000; 0 = off)\n"
+"      --resume MS          a lost connection is redialled and its stream\n"
+"                           resumed, nothing lost, for this long (default\n"
+"                           5000; 0 = the stream ends at once)\n"
 "      --stats SECONDS      print a JSON stats line on stderr every SECONDS\n"
 "                           (decimals allowed); SIGUSR1 prints one anytime\n"
 "  -h, --help               this text\n"
@@ -606,6 +618,7 @@ struct args {
 	char **connect;
 	int nconnect;
 	struct timespec stats;	/* --stats period; zero: none */
+	uint8_t key[32];	/* --key-file */
 };
 
 /* SECONDS for --stats: positive, decimals allowed, at most a day. */
@@ -636,6 +649,10 @@ static int parse_args(int argc, char *argv[], struct args *a)
 		{ "no-auto-connect", no_argument, NULL, 'A' },
 		{ "max-hops", required_argument, NULL, 'H' },
 		{ "stats", required_argument, NULL, 's' },
+		{ "key-file", required_argument, NULL, 'K' },
+		{ "keepalive", required_argument, NULL, 'k' },
+		{ "dead-after", required_argument, NULL, 'd' },
+		{ "resume", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
@@ -689,6 +706,34 @@ static int parse_args(int argc, char *argv[], struct args *a)
 				return bad_usage("--max-hops '%s': want 1 to "
 						 "255", optarg);
 			a->cfg.max_hops = (uint8_t)v;
+			break;
+		case 'K': {
+			int k = pm_key_load(optarg, a->key);
+
+			if (k) {
+				fprintf(stderr, "error: --key-file '%s': %s\n",
+					optarg, k == -EINVAL ? "want 64 hex "
+					"digits or 32 bytes" : strerror(-k));
+				return 2;
+			}
+			a->cfg.key = a->key;
+			a->cfg.key_len = sizeof(a->key);
+			break;
+		}
+		case 'k':
+		case 'd':
+		case 'r':
+			if (parse_u64(optarg, 10, 3600000, &v))
+				return bad_usage("--keepalive, --dead-after, "
+						 "--resume '%s': want "
+						 "milliseconds, 0 to 3600000",
+						 optarg);
+			if (o == 'k')
+				a->cfg.keepalive_ms = (uint32_t)v;
+			else if (o == 'd')
+				a->cfg.dead_ms = (uint32_t)v;
+			else
+				a->cfg.resume_ms = (uint32_t)v;
 			break;
 		case 's':
 			if (parse_period(optarg, &a->stats))
