@@ -347,6 +347,11 @@ void conn_flush(struct pm_node *n, struct conn *c)
 		buf = ring_head_ptr(&p->tx) + p->tx_sent;
 		len = ring_used(&p->tx) - p->tx_sent;
 		c->send_from_ring = true;
+	} else if (c->closing && !c->close_queued && c->mid_frame) {
+		/* Cut off inside a ring frame (an error close): a CLOSE now
+		 * would land inside that frame. Reset instead. */
+		conn_abort(n, c);
+		return;
 	} else if (c->closing && !c->close_queued) {
 		/* Everything committed has been written: CLOSE follows it
 		 * on the same connection, so it cannot overtake it. */

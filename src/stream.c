@@ -596,7 +596,8 @@ int peer_hello(struct pm_node *n, struct conn *c)
 	}
 	if (n->id < h->node_id) {
 		/* We arbitrate this pair: first connection through wins. */
-		if (p->live != NONE && p->live != ci &&
+		if (((p->live != NONE && p->live != ci) ||
+		     (p->live_pending != NONE && p->live_pending != ci)) &&
 		    !(h->flags & HELLO_F_RESUME)) {
 			n->st.duplicates_closed++;
 			conn_reject(n, c, PM_CLOSE_DUPLICATE);
@@ -661,8 +662,15 @@ static void peer_resumed(struct pm_node *n, uint32_t slot, uint64_t epoch,
 		p->rx_skip = 0;
 		return;
 	}
-	/* Same stream: drop what we consumed already, take what is new. */
+	/* Same stream: drop what we consumed already, take what is new.
+	 * An ACK lost with the old connection is owed again. */
 	p->rx_skip = p->rx_pos > pos ? p->rx_pos - pos : 0;
+	if (p->rx_acked > pos)
+		p->rx_acked = pos;
+	if (p->rx_pos != p->rx_acked) {
+		p->ack_due = true;
+		peer_mark_dirty(n, slot);
+	}
 	if (pos > p->rx_pos)
 		p->rx_pos = p->rx_acked = pos;
 }
