@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "pairmesh.h"
+#include "bench.h"
 #include "cli.h"
 
 const char *prog = "pairmesh";
@@ -18,6 +19,8 @@ static const struct {
 } subcommands[] = {
 	{ "node", node_main, "runs a node: lines on stdin are sent, "
 	  "messages received are printed" },
+	{ "bench", bench_main, "measures throughput, latency, relay, mesh, "
+	  "fan-in, scale, slow receivers" },
 };
 
 #define NSUB (sizeof(subcommands) / sizeof(subcommands[0]))
