@@ -206,12 +206,18 @@ static uint64_t count_frames(struct ring *r)
 {
 	uint64_t count = 0;
 
-	for (uint32_t at = r->head; at != r->tail;
-	     at += FRAME_HDR + get_be32(r->base + (at & r->mask))) {
+	/* Bounded by what is in the ring: a peer's bad ACK can leave head
+	 * inside a frame, and a garbage length must not run the walk past
+	 * the tail (a hang found by fuzz_handshake). */
+	for (uint32_t at = r->head; r->tail - at >= FRAME_HDR;) {
+		uint32_t len = get_be32(r->base + (at & r->mask));
 		uint8_t type = r->base[(at & r->mask) + 4];
 
+		if (len > r->tail - at - FRAME_HDR)
+			break;
 		count += type == FRAME_DATA || type == FRAME_ROUTE ||
 			 type == FRAME_FLOOD;
+		at += FRAME_HDR + len;
 	}
 	return count;
 }
@@ -220,9 +226,11 @@ static uint32_t largest_frame(struct ring *r)
 {
 	uint32_t most = 0;
 
-	for (uint32_t at = r->head; at != r->tail;) {
+	for (uint32_t at = r->head; r->tail - at >= FRAME_HDR;) {
 		uint32_t len = get_be32(r->base + (at & r->mask));
 
+		if (len > r->tail - at - FRAME_HDR)
+			break;
 		most = len > most ? len : most;
 		at += FRAME_HDR + len;
 	}
