@@ -310,10 +310,18 @@ void peer_went_live(struct pm_node *n, uint32_t slot, uint32_t ci)
 
 	if (p->live != NONE && p->live != ci) {
 		/* The arbiter accepted a new connection while ours still
-		 * looks alive: it has given the old one up (the peer lost it
-		 * and is resuming). Follow it. */
+		 * looks alive. If the peer dialled it to resume (it lost the
+		 * old one), follow it. If the peer dialled it as a fresh
+		 * stream, our old connection still holds frames we have not
+		 * read (a paused stream, its CLOSE behind them): refuse the
+		 * new one rather than throw those away. */
 		struct conn *old = &n->conns[p->live];
 
+		if (!c->dialled && !(c->hello.flags & HELLO_F_RESUME)) {
+			n->st.duplicates_closed++;
+			conn_reject(n, c, PM_CLOSE_DUPLICATE);
+			return;
+		}
 		p->live = NONE;
 		conn_abort(n, old);
 	}
