@@ -153,3 +153,76 @@ clean:
 .SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# ---- fuzz: libFuzzer targets (tests/fuzz/) --------------------------------
+# make fuzz FUZZ_SECONDS=60 runs each target that long on a copy of its seeds
+# and regressions (build/fuzz/corpus/<target>: the committed corpus stays
+# clean); make fuzz-ci runs each for 20 s. Either fails if a target crashes,
+# hangs or breaks an invariant; the input lands in build/fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+FUZZ_CC := clang-14
+FUZZ_DIR := build/fuzz
+FUZZ_FLAGS := -fsanitize=fuzzer,address,undefined -g -O1 -std=c11 \
+	      -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+	      -Iinclude -Isrc -MMD -MP
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_PKGS := clang-14 libfuzzer-14-dev libclang-rt-14-dev
+
+$(FUZZ_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@[ -n "$(Q)" ] && echo "  FUZZCC  $<" || true
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -c -o $@ $<
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
+	@[ -n "$(Q)" ] && echo "  FUZZLD  $@" || true
+	$(Q)$(FUZZ_CC) -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS)
+
+# Installs what is missing (as `make deps` does), builds, then runs every
+# target even after one fails, and fails at the end if any did.
+define fuzz_run
+	@missing=""; for p in $(FUZZ_PKGS); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
+			grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			$$missing >/dev/null; \
+	fi
+	$(Q)$(MAKE) --no-print-directory $(FUZZ_BIN)
+	$(Q)failed=""; for t in $(FUZZ_TARGETS); do \
+		c=$(FUZZ_DIR)/corpus/$$t; a=$(FUZZ_DIR)/artifacts/$$t; \
+		rm -rf $$c && mkdir -p $$c $$a && \
+		cp tests/fuzz/corpus/$$t/* $$c/ && \
+		{ [ ! -d tests/fuzz/regressions/$$t ] || \
+		  cp tests/fuzz/regressions/$$t/* $$c/; } || exit 1; \
+		echo "=== $$t: $(1) s"; \
+		$(FUZZ_DIR)/$$t -max_total_time=$(1) -timeout=30 \
+			-print_final_stats=1 -artifact_prefix=$$a/ $$c \
+			> $(FUZZ_DIR)/$$t.log 2>&1; \
+		st=$$?; \
+		grep -a "DONE\|stat::number_of_executed\|stat::average_exec" \
+			$(FUZZ_DIR)/$$t.log | tail -n 3; \
+		if [ $$st -ne 0 ]; then \
+			failed="$$failed $$t"; \
+			grep -a -m 3 "fuzz check failed\|ERROR: \|SUMMARY" \
+				$(FUZZ_DIR)/$$t.log; \
+			echo "$$t failed: see $(FUZZ_DIR)/$$t.log and $$a/"; \
+		fi; \
+	done; \
+	[ -z "$$failed" ] || { echo "fuzz targets failed:$$failed"; exit 1; }
+endef
+
+fuzz: deps
+	$(call fuzz_run,$(FUZZ_SECONDS))
+
+fuzz-ci: deps
+	$(call fuzz_run,20)
+
+.PHONY: fuzz fuzz-ci
+-include $(shell find $(FUZZ_DIR) -name '*.d' 2>/dev/null)
+# ---- end of fuzz ----------------------------------------------------------
