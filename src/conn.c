@@ -99,9 +99,7 @@ static void queue_hello(struct pm_node *n, struct conn *c)
 		return;
 	/* A fresh challenge per connection: a recorded proof is useless. */
 	randombytes_buf(c->my_chal, AUTH_LEN);
-	frame_put_hdr(c->hs_tx + c->hs_tx_len, FRAME_AUTH, AUTH_LEN);
-	memcpy(c->hs_tx + c->hs_tx_len + FRAME_HDR, c->my_chal, AUTH_LEN);
-	c->hs_tx_len += FRAME_HDR + AUTH_LEN;
+	conn_queue_frame(c, FRAME_AUTH, c->my_chal, AUTH_LEN);
 }
 
 /*
@@ -124,18 +122,17 @@ static void auth_proof(const struct pm_node *n, uint8_t out[AUTH_LEN],
 	crypto_auth(out, in, sizeof(in), n->key);
 }
 
-/* Appends a handshake frame behind what hs_tx still has to send. */
-static void queue_hs_frame(struct conn *c, uint8_t type, uint16_t reason)
+/* Appends a handshake frame (HELLO's followers, ACCEPT, CLOSE) behind
+ * what hs_tx still has to send; hs_tx holds them all at once. */
+void conn_queue_frame(struct conn *c, uint8_t type, const void *payload,
+		      uint32_t len)
 {
 	if (c->hs_tx_off == c->hs_tx_len)
 		c->hs_tx_len = c->hs_tx_off = 0;
-	if (type == FRAME_CLOSE) {
-		close_put(c->hs_tx + c->hs_tx_len, reason);
-		c->hs_tx_len += FRAME_HDR + CLOSE_LEN;
-	} else {
-		frame_put_hdr(c->hs_tx + c->hs_tx_len, type, 0);
-		c->hs_tx_len += FRAME_HDR;
-	}
+	frame_put_hdr(c->hs_tx + c->hs_tx_len, type, len);
+	if (len)
+		memcpy(c->hs_tx + c->hs_tx_len + FRAME_HDR, payload, len);
+	c->hs_tx_len += FRAME_HDR + len;
 }
 
 int conn_dial(struct pm_node *n, uint32_t slot, const struct sockaddr *sa,
@@ -355,7 +352,10 @@ void conn_flush(struct pm_node *n, struct conn *c)
 	} else if (c->closing && !c->close_queued) {
 		/* Everything committed has been written: CLOSE follows it
 		 * on the same connection, so it cannot overtake it. */
-		queue_hs_frame(c, FRAME_CLOSE, c->close_reason);
+		uint8_t f[FRAME_HDR + CLOSE_LEN];
+
+		close_put(f, c->close_reason);
+		conn_queue_frame(c, FRAME_CLOSE, f + FRAME_HDR, CLOSE_LEN);
 		c->close_queued = true;
 		buf = c->hs_tx + c->hs_tx_off;
 		len = c->hs_tx_len - c->hs_tx_off;
@@ -583,11 +583,7 @@ static void auth_frame(struct pm_node *n, struct conn *c,
 		memcpy(c->peer_chal, f->payload, AUTH_LEN);
 		auth_proof(n, proof, c->peer_chal, c->my_chal, n->id,
 			   c->hello.node_id);
-		if (c->hs_tx_off == c->hs_tx_len)
-			c->hs_tx_len = c->hs_tx_off = 0;
-		frame_put_hdr(c->hs_tx + c->hs_tx_len, FRAME_PROOF, AUTH_LEN);
-		memcpy(c->hs_tx + c->hs_tx_len + FRAME_HDR, proof, AUTH_LEN);
-		c->hs_tx_len += FRAME_HDR + AUTH_LEN;
+		conn_queue_frame(c, FRAME_PROOF, proof, AUTH_LEN);
 		c->state = CONN_PROOF;
 		conn_flush(n, c);
 		return;
@@ -673,13 +669,6 @@ static void on_recv(struct pm_node *n, struct conn *c, int res)
 			conn_abort(n, c);
 		else
 			conn_fail(n, c, res == 0 ? -ECONNRESET : res);
-		return;
-	}
-	if (!to_ring && c->state == CONN_LIVE && c->peer != NONE &&
-	    !c->closing) {
-		/* A handshake-sized read that raced the verdict cannot
-		 * happen: the verdict is read alone. Treat as a bug guard. */
-		conn_fail(n, c, -EPROTO);
 		return;
 	}
 	if (to_ring) {

@@ -408,7 +408,7 @@ void core_complete(struct pm_node *n, uint64_t tag, int res)
 
 int pm_node_run(struct pm_node *n, int timeout_ms)
 {
-	int done = 0, r;
+	int r;
 
 	if (node_deliver_self(n))
 		timeout_ms = 0;
@@ -443,10 +443,7 @@ int pm_node_run(struct pm_node *n, int timeout_ms)
 			timeout_ms = 100;	/* wake up to end drains */
 	}
 	r = n->eng_ops->wait(n->eng, timeout_ms);
-	if (r < 0)
-		return r;
-	done += r;
-	return done;
+	return r;
 }
 
 int pm_node_shutdown(struct pm_node *n, int timeout_ms)

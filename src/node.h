@@ -117,7 +117,8 @@ struct peer {
 	uint32_t alias_to;	/* PEER_ALIAS: target slot */
 	uint32_t next_free;
 	uint32_t peer_max;	/* the peer's max_message */
-	uint32_t tx_sent;	/* bytes of TX already sent past tx.head */
+	uint32_t tx_sent;	/* bytes past tx.head handed to the socket
+				 * (issued, not yet acknowledged) */
 	/* Session: the TX ring is one byte stream; tx.head sits at stream
 	 * position tx_pos (bytes the peer acknowledged). rx_pos counts the
 	 * peer's stream bytes consumed here. */
@@ -246,6 +247,8 @@ void conn_graceful(struct pm_node *n, struct conn *c, uint16_t reason);
 void conn_check_deadlines(struct pm_node *n);
 void conn_arm_recv(struct pm_node *n, struct conn *c);
 void conn_reject(struct pm_node *n, struct conn *c, uint16_t reason);
+void conn_queue_frame(struct conn *c, uint8_t type, const void *payload,
+		      uint32_t len);
 void conn_timers(struct pm_node *n, uint64_t now);
 struct conn *conn_get(struct pm_node *n, uint32_t ci);
 

@@ -621,8 +621,7 @@ int peer_hello(struct pm_node *n, struct conn *c)
 		}
 		/* With RESUME the peer says it lost our live connection:
 		 * peer_went_live drops that one for this. */
-		frame_put_hdr(c->hs_tx + c->hs_tx_len, FRAME_ACCEPT, 0);
-		c->hs_tx_len += FRAME_HDR;
+		conn_queue_frame(c, FRAME_ACCEPT, NULL, 0);
 		peer_went_live(n, slot, ci);
 		return 0;
 	}
@@ -710,7 +709,7 @@ int peer_control(struct pm_node *n, uint32_t slot, uint8_t type,
 }
 
 /* A frame of the peer's ring stream is done: count it, and owe an ACK
- * once a quarter ring is unacknowledged (the tick acks the rest). */
+ * once 1/16 of the ring is unacknowledged (the tick acks the rest). */
 static void rx_stream_consume(struct pm_node *n, struct peer *p, uint32_t r)
 {
 	ring_consume(&p->rx, r);
