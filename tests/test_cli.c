@@ -1075,6 +1075,45 @@ static void test_cli_unreachable(void **state)
 	assert_int_equal(wait_exit(x), 0);
 }
 
+/* --key-file: nodes holding the same key talk; a node without it is
+ * refused (an error line naming the target) and delivers nothing. */
+static void test_cli_key_file(void **state)
+{
+	char k1[] = "/tmp/pm-cli-key-XXXXXX";
+	const char *hex = "000102030405060708090a0b0c0d0e0f"
+			  "101112131415161718191a1b1c1d1e1f\n";
+	struct proc *a, *b, *c;
+	char want[128];
+	int fd = mkstemp(k1);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, hex, strlen(hex)), (ssize_t)strlen(hex));
+	close(fd);
+	a = start_or_skip("epoll", "--key-file", k1, NULL);
+	b = start_or_skip("epoll", "--key-file", k1, NULL);
+	c = start_or_skip("epoll", NULL);
+	put(b, "%s keyed hello\n", a->listen);
+	assert_non_null(wait_line(a, false, idline(b->id, "keyed hello"),
+				  true));
+	put(c, "%s intruder\n", a->listen);
+	snprintf(want, sizeof(want), "error: %s: ", a->listen);
+	assert_non_null(wait_line(c, true, want, false));
+	pump(a, 200);
+	assert_null(find_line(&a->o, "intruder", false));
+	/* A bad key file is a usage error, before anything starts. */
+	char *bad[] = { bin, "node", "--key-file", "/nonexistent/key", NULL };
+	struct proc *d = spawn(bad);
+
+	assert_int_equal(wait_exit(d), 2);
+	unlink(k1);
+	close_stdin(a);
+	close_stdin(b);
+	close_stdin(c);
+	assert_int_equal(wait_exit(a), 0);
+	assert_int_equal(wait_exit(b), 0);
+	assert_int_equal(wait_exit(c), 0);
+}
+
 /* --stats 1: a JSON line every second, listing the one neighbour. */
 static void test_cli_stats_period(void **state)
 {
@@ -1158,6 +1197,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_cli_exchange_epoll, teardown),
 		cmocka_unit_test_teardown(test_cli_exchange_io_uring,
 					  teardown),
+		cmocka_unit_test_teardown(test_cli_key_file, teardown),
 		cmocka_unit_test_teardown(test_cli_long_lines, teardown),
 		cmocka_unit_test_teardown(test_cli_relay, teardown),
 		cmocka_unit_test_teardown(test_cli_sigterm, teardown),
