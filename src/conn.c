@@ -385,15 +385,21 @@ void conn_abort(struct pm_node *n, struct conn *c)
 {
 	if (c->state == CONN_FREE || c->state == CONN_DEAD)
 		return;
+	uint32_t slot = c->peer;
+
 	if (c->state == CONN_DRAIN)
 		n->draining--;
-	if (c->peer != NONE)
-		peer_detach(n, c->peer, conn_index(n, c));
+	if (slot != NONE)
+		peer_detach(n, slot, conn_index(n, c));
 	c->state = CONN_DEAD;
 	if (c->recv_armed || c->send_armed)
 		n->eng_ops->cancel(n->eng, c->fd);
 	else
 		conn_release(n, c);
+	/* A stream the user closed ends when its last connection does,
+	 * even if the CLOSE never made it out. */
+	if (slot != NONE)
+		peer_closing_orphaned(n, slot);
 }
 
 /* Sends CLOSE(reason) on a connection that is no longer any peer's. */

@@ -268,6 +268,14 @@ void pm_node_destroy(struct pm_node *n)
 {
 	if (!n)
 		return;
+	/*
+	 * Stop listening now: an io_uring accept still in flight holds a
+	 * reference to the socket, so close() alone would keep the port
+	 * bound until the kernel tears the ring down, and a node created
+	 * right after on the same address would get EADDRINUSE.
+	 */
+	if (n->listen_fd >= 0)
+		shutdown(n->listen_fd, SHUT_RDWR);
 	/* Tear the engine down first: io_uring stops touching our rings. */
 	if (n->eng)
 		n->eng_ops->fini(n->eng);

@@ -256,6 +256,7 @@ struct conn *conn_get(struct pm_node *n, uint32_t ci);
 uint32_t peer_alloc(struct pm_node *n);
 void peer_attach(struct pm_node *n, uint32_t slot, uint32_t ci);
 void peer_detach(struct pm_node *n, uint32_t slot, uint32_t ci);
+void peer_closing_orphaned(struct pm_node *n, uint32_t slot);
 void peer_unpin(struct pm_node *n, uint32_t slot);
 void peer_mark_dirty(struct pm_node *n, uint32_t slot);
 void peer_went_live(struct pm_node *n, uint32_t slot, uint32_t ci);

@@ -190,6 +190,18 @@ void peer_detach(struct pm_node *n, uint32_t slot, uint32_t ci)
 	n->conns[ci].peer = NONE;
 }
 
+/* A closing stream left without any connection (its CLOSE was cut off by
+ * a reset, an error, or the peer dying) ends now, with what the peer did
+ * not acknowledge counted as unsent; else it would hold its slot forever. */
+void peer_closing_orphaned(struct pm_node *n, uint32_t slot)
+{
+	struct peer *p = &n->peers[slot];
+
+	if (p->state == PEER_CLOSING && !p->nconns && p->live == NONE &&
+	    !p->resuming && !p->wait_id && p->wait_slot == NONE)
+		peer_closed(n, slot, -ECONNRESET, PM_CLOSE_NONE);
+}
+
 void peer_mark_dirty(struct pm_node *n, uint32_t slot)
 {
 	struct peer *p = &n->peers[slot];

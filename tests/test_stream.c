@@ -714,6 +714,36 @@ static void test_stream_reconnect_after_close(void **state)
 	}
 }
 
+/* A destroyed node frees its address at once, even with an io_uring accept
+ * and receives still in flight: a new node may listen there right away. */
+static void test_stream_recreate_same_address(void **state)
+{
+	struct tl_node *a, *b, *v[2];
+	struct pm_config c;
+	struct pm_stream s;
+	char addr[TL_ADDR_LEN];
+
+	tl_begin();
+	b = tl_node_new(NULL);
+	a = tl_node_new(NULL);
+	strcpy(addr, a->addr);
+	for (int round = 0; round < 20; round++) {
+		v[0] = a;
+		v[1] = b;
+		assert_int_equal(pm_connect(b->n, a->addr, &s), 0);
+		assert_int_equal(pm_send(b->n, s, "hi", 2), 0);
+		if (!tl_wait_msgs(v, 2, a, 1))
+			fail_msg("round %d: message not delivered", round);
+		tl_node_free(a);
+		tl_config(&c);
+		c.listen = addr;
+		a = tl_node_new(&c);	/* fails with EADDRINUSE if still bound */
+		pm_close(b->n, s);
+	}
+	tl_node_free(a);
+	tl_node_free(b);
+}
+
 static void test_stream_refused(void **state)
 {
 	const uint16_t port = tl_closed_port();
@@ -1115,6 +1145,7 @@ int main(void)
 		cmocka_unit_test(test_stream_peer_id),
 		cmocka_unit_test(test_stream_peer_reset),
 		cmocka_unit_test(test_stream_reconnect_after_close),
+		cmocka_unit_test(test_stream_recreate_same_address),
 		cmocka_unit_test(test_stream_refused),
 		cmocka_unit_test(test_stream_reply_inbound),
 		cmocka_unit_test(test_stream_reserve_commit),
