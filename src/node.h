@@ -58,6 +58,7 @@ struct conn {
 	bool send_from_ctl;	/* ... from ctl */
 	bool closing;		/* send CLOSE(close_reason) once TX is empty */
 	bool close_queued;
+	bool close_issued;	/* the send holding CLOSE went to the kernel */
 	uint16_t close_reason;
 	uint32_t peer;		/* owning slot, or NONE once detached */
 	uint32_t pin_slot;	/* slot whose ring the armed I/O uses */
