@@ -445,6 +445,12 @@ int pm_node_run(struct pm_node *n, int timeout_ms)
 		if (timeout_ms < 0 || timeout_ms > 25)
 			timeout_ms = 25;	/* redials are due soon */
 	}
+	if (n->rt_active || n->rt_acks_due) {
+		/* Routed sessions: acknowledgements owed, retransmit and
+		 * give-up timers (route.c). */
+		if (timeout_ms < 0 || timeout_ms > 50)
+			timeout_ms = 50;
+	}
 	if (n->draining || n->orphans) {
 		conn_check_deadlines(n);
 		if (timeout_ms < 0 || timeout_ms > 100)
