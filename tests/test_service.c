@@ -433,6 +433,30 @@ static int established_to(unsigned rport, unsigned *lport)
 	return n;
 }
 
+/* Waits until a socket listens on port (a node that prints no ready
+ * line at its log level). */
+static void wait_listening(unsigned port)
+{
+	uint64_t deadline = now_ms() + WAIT_MS;
+	unsigned lp, st;
+	char line[512];
+	bool found = false;
+
+	while (!found && now_ms() < deadline) {
+		FILE *f = fopen("/proc/net/tcp", "r");
+
+		assert_non_null(f);
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, " %*u: %*x:%x %*x:%*x %x", &lp,
+				   &st) == 2 && lp == port && st == 0x0a)
+				found = true;
+		fclose(f);
+		if (!found)
+			poll(NULL, 0, 20);
+	}
+	assert_true(found);
+}
+
 static void wait_established(unsigned rport, int want)
 {
 	uint64_t deadline = now_ms() + WAIT_MS;
@@ -799,6 +823,7 @@ static void test_service_log_level(void **state)
 	c = spawn((char *[]){ bin, "node", "--config", conf, NULL }, NULL);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
 	b = node(NULL);
+	wait_listening(port);
 	put(b, "%s quiet please\n", addr);
 	assert_non_null(wait_for(c, false, " quiet please"));
 	close(c->in);

@@ -51,7 +51,7 @@ struct cli {
 	struct wanted *want;	/* the --connect addresses, no duplicates */
 	size_t nwant;
 	uint64_t reloads_ok, reloads_failed;
-	int sfd;		/* signalfd: INT, TERM, USR1, HUP */
+	int sfd;		/* signalfd: INT, TERM, USR1 (HUP: --config) */
 	int tfd;		/* --stats timerfd, or -1 */
 	bool pollable;		/* stdin can be watched (not a regular file) */
 	bool watching;		/* the stdin watch is installed */
@@ -236,12 +236,19 @@ static void send_error(const char *target, size_t tlen, int err)
 	report("send failed", target, tlen, why(err));
 }
 
-/* The library's own diagnostics, as logfmt lines too (--log-level). */
+/*
+ * The library's own diagnostics: logfmt lines with --log-level, else the
+ * library's usual text. Always installed, as a reload may switch.
+ */
 static void on_log(struct pm_node *n, enum pm_log_level level,
 		   const char *msg, void *user)
 {
 	struct slog_line l;
 
+	if (!structured()) {
+		fprintf(stderr, "pairmesh: %s\n", msg);
+		return;
+	}
 	slog_begin(&l, level, msg);
 	slog_str(&l, "source", "library");
 	slog_end(&l);
@@ -989,7 +996,10 @@ static int start_signals(struct cli *c)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGUSR1);
-	sigaddset(&mask, SIGHUP);
+	/* Without a file to re-read, a hangup ends the node as it always
+	 * did (a closed terminal must not leave it behind). */
+	if (c->o.config)
+		sigaddset(&mask, SIGHUP);
 	/* Block first: a signal now waits in the signalfd, never kills. */
 	if (sigprocmask(SIG_BLOCK, &mask, NULL))
 		return -errno;
@@ -1169,9 +1179,7 @@ int node_main(int argc, char *argv[])
 	opts_pm_config(&c.o, &cfg);
 	cfg.on_message = on_message;
 	cfg.on_event = on_event;
-	/* Only when asked: without --log-level the library's own lines
-	 * stay what they were. Chosen at start, like the log's shape. */
-	cfg.on_log = structured() ? on_log : NULL;
+	cfg.on_log = on_log;
 	cfg.user = &c;
 	r = pm_node_create(&c.n, &cfg);
 	if (r == -EINVAL) {
