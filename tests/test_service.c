@@ -728,6 +728,10 @@ static void test_service_config(void **state)
 			      NULL }, NULL);
 	assert_int_equal(wait_exit(a), 2);
 	assert_non_null(strstr(a->e, "none.conf: No such file"));
+	/* Nothing to re-read: a hangup ends the node, as it always did. */
+	a = node("--no-stdin", NULL);
+	assert_int_equal(kill(a->pid, SIGHUP), 0);
+	assert_int_equal(wait_exit(a), 128 + SIGHUP);
 }
 
 /* Every line of text is logfmt: ts, level, msg, then key=value pairs. */
