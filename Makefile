@@ -73,6 +73,8 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libpairmesh.a
 
 # Installs the Debian packages the build and tests need, only when missing.
 DEB_PKGS := liburing-dev libcmocka-dev libsodium-dev iproute2 gcc make
+# test_service scrapes --metrics with curl.
+DEB_PKGS += curl
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \

@@ -105,6 +105,22 @@ typedef void (*pm_event_fn)(struct pm_node *n, const struct pm_event *ev,
 /* Called when a watched descriptor is readable (see pm_watch_fd). */
 typedef void (*pm_fd_fn)(struct pm_node *n, int fd, void *user);
 
+enum pm_log_level {
+	PM_LOG_ERROR = 0,
+	PM_LOG_WARN,
+	PM_LOG_INFO,
+	PM_LOG_DEBUG,
+};
+
+/*
+ * The library's own diagnostics (io_uring refused so epoll is used, a peer
+ * refused for a bad mesh key): one message, no newline, valid during the
+ * call only. Called from pm_node_create and pm_node_run; n is the node
+ * being created or run.
+ */
+typedef void (*pm_log_fn)(struct pm_node *n, enum pm_log_level level,
+			  const char *msg, void *user);
+
 struct pm_config {
 	const char *listen;	/* "HOST:PORT", port 0 = any; default 127.0.0.1:0 */
 	uint64_t node_id;	/* 0 = random */
@@ -134,6 +150,7 @@ struct pm_config {
 				 * default 16 */
 	pm_message_fn on_message;
 	pm_event_fn on_event;
+	pm_log_fn on_log;	/* NULL: "pairmesh: MSG" lines on stderr */
 	void *user;
 };
 

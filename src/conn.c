@@ -584,8 +584,8 @@ static void auth_refuse(struct pm_node *n, struct conn *c, const char *why)
 		char a[INET6_ADDRSTRLEN + 8] = "?";
 
 		addr_format((struct sockaddr *)&c->remote, a, sizeof(a));
-		fprintf(stderr, "pairmesh: refused %s: %s (logged once per "
-			"host)\n", a, why);
+		node_log(n, PM_LOG_WARN, "refused %s: %s (logged once per "
+			 "host)", a, why);
 		if (n->auth_logged_n < 8)
 			n->auth_logged[n->auth_logged_n++] = host;
 	}

@@ -255,6 +255,8 @@ struct pm_node {
 
 /* node.c */
 uint64_t node_now_ms(void);
+void node_log(struct pm_node *n, enum pm_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 uint64_t make_tag(uint32_t idx, uint32_t gen, enum op op);
 
 /* conn.c */
