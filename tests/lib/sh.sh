@@ -9,7 +9,6 @@ BUILD=${BUILD:-build}
 T=$(mktemp -d "${TMPDIR:-/tmp}/pairmesh-test.XXXXXX") || exit 1
 PIDS=""
 FAILED=0
-NEXT_FD=3
 WAIT_S=${WAIT_S:-20}	# generous: the machine is shared
 
 cleanup()
@@ -49,12 +48,15 @@ spawn()
 {
 	name=$1
 	shift
-	fd=$NEXT_FD
+	# The lowest of 3..9 not open (close_in frees one for reuse).
+	fd=3
+	while [ -e "/proc/$$/fd/$fd" ]; do
+		fd=$((fd + 1))
+	done
 	if [ "$fd" -gt 9 ]; then
 		echo "spawn: out of descriptors" >&2
 		exit 1
 	fi
-	NEXT_FD=$((fd + 1))
 	mkfifo "$T/$name.in"
 	"$@" <"$T/$name.in" >"$T/$name.out" 2>"$T/$name.err" &
 	eval "${name}_pid=$!"
@@ -62,6 +64,17 @@ spawn()
 	# Opening the FIFO's write end waits for the reader: the child.
 	eval "exec $fd>\"\$T/\$name.in\""
 	eval "${name}_fd=$fd"
+}
+
+# start NAME CMD...: starts CMD with stdin from /dev/null (no descriptor
+# held, unlike spawn).
+start()
+{
+	name=$1
+	shift
+	"$@" </dev/null >"$T/$name.out" 2>"$T/$name.err" &
+	eval "${name}_pid=$!"
+	PIDS="$PIDS $!"
 }
 
 # feed NAME LINE...: writes lines to NAME's stdin.
