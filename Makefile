@@ -130,6 +130,18 @@ $(BUILD)/pairmesh.pc: src/pairmesh.pc.in include/pairmesh.h FORCE
 		-e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
 		-e 's|@VERSION@|$(VERSION)|' $< > $@.tmp && mv $@.tmp $@
 
+# pairmesh-protocol(7) is docs/PROTOCOL.md itself, turned into roff, so the
+# two cannot drift; the date is that of the document's last commit.
+PROTO_DATE = $(shell git log -1 --format=%cs -- docs/PROTOCOL.md 2>/dev/null | \
+	     grep . || date -r docs/PROTOCOL.md +%F)
+docs/man/pairmesh-protocol.7: docs/PROTOCOL.md tools/md2man.awk
+	@[ -n "$(Q)" ] && echo "  MAN     $@" || true
+	$(Q)awk -v name=pairmesh-protocol -v section=7 -v date=$(PROTO_DATE) \
+		-v source="pairmesh $(VERSION)" -f tools/md2man.awk $< \
+		> $@.tmp && mv $@.tmp $@
+
+man: $(MAN_PAGES)
+
 # ---- install: PREFIX, DESTDIR and the usual directory variables ----------
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
@@ -143,7 +155,7 @@ INSTALL ?= install
 # ldconfig refreshes the loader's cache, only for a real install (not a
 # staged DESTDIR one); a PREFIX the loader does not search needs
 # LD_LIBRARY_PATH or an rpath anyway.
-install: all $(BUILD)/pairmesh.pc
+install: all $(BUILD)/pairmesh.pc $(MAN_PAGES)
 	$(Q)$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) \
 		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(INCLUDEDIR) \
 		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 \
@@ -196,7 +208,7 @@ deps:
 			$$missing >/dev/null; \
 	fi
 
-tests: all $(TEST_BIN)
+tests: all $(TEST_BIN) $(MAN_PAGES)
 
 # Every test program and script runs; the summary line counts them. The
 # scripts get SANFLAGS to build against a sanitized library.
@@ -261,7 +273,7 @@ clean:
 	rm -rf build build-san
 
 .PHONY: all deps tests test test-san demo bench-first bench-deps bench-peers \
-	bench bench-quick flamegraph clean examples install uninstall FORCE
+	bench bench-quick flamegraph clean examples man install uninstall FORCE
 FORCE:
 .SECONDARY:
 
