@@ -111,13 +111,11 @@ for e in $(engines); do
 	fi
 
 	# The README tour: the second node says hello to the first.
-	start tour1_$e "$EX/tour" 127.0.0.1:0
-	wait_for "$T/tour1_$e.out" 'listening on' || fail "$e: tour did not start"
-	taddr=$(sed -n 's/.* listening on //p' "$T/tour1_$e.out")
-	start tour2_$e "$EX/tour" 127.0.0.1:0 "$taddr"
-	wait_for "$T/tour2_$e.out" 'listening on'
-	tid=$(cut -d' ' -f1 "$T/tour2_$e.out")
-	if wait_for "$T/tour1_$e.out" "^$tid: hello\$"; then
+	tp=$(free_port)
+	start tour1_$e "$EX/tour" "127.0.0.1:$tp"
+	wait_listen "$tp" || fail "$e: tour did not listen"
+	start tour2_$e "$EX/tour" 127.0.0.1:0 "127.0.0.1:$tp"
+	if wait_for "$T/tour1_$e.out" '^[0-9a-f]{16}: hello$'; then
 		ok "$e: tour node printed the other's hello"
 	else
 		fail "$e: tour hello missing"

@@ -97,13 +97,11 @@ else
 	fail "examples do not load the installed library"
 	ldd "$T/ex/tour"
 fi
-start t1 "$T/ex/tour" 127.0.0.1:0
-wait_for "$T/t1.out" 'listening on' || fail "tour did not start"
-addr=$(sed -n 's/.* listening on //p' "$T/t1.out")
-start t2 "$T/ex/tour" 127.0.0.1:0 "$addr"
-wait_for "$T/t2.out" 'listening on'
-id2=$(cut -d' ' -f1 "$T/t2.out")
-if wait_for "$T/t1.out" "^$id2: hello\$"; then
+tp=$(free_port)
+start t1 "$T/ex/tour" "127.0.0.1:$tp"
+wait_listen "$tp" || fail "tour did not listen"
+start t2 "$T/ex/tour" 127.0.0.1:0 "127.0.0.1:$tp"
+if wait_for "$T/t1.out" '^[0-9a-f]{16}: hello$'; then
 	ok "installed-copy tour: hello arrived"
 else
 	fail "installed-copy tour"

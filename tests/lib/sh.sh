@@ -77,6 +77,28 @@ start()
 	PIDS="$PIDS $!"
 }
 
+# free_port: prints a TCP port nothing listens on now (from 20000-59999).
+free_port()
+{
+	while :; do
+		p=$(awk -v s="$$$(date +%N)" 'BEGIN { srand(s % 2147483647);
+			print 20000 + int(rand() * 40000) }')
+		[ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ] && break
+	done
+	echo "$p"
+}
+
+# wait_listen PORT: waits (bounded) until something listens on TCP PORT.
+wait_listen()
+{
+	n=0
+	while [ -z "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; do
+		[ "$n" -ge $((WAIT_S * 20)) ] && return 1
+		sleep 0.05
+		n=$((n + 1))
+	done
+}
+
 # feed NAME LINE...: writes lines to NAME's stdin.
 feed()
 {
