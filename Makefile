@@ -191,10 +191,8 @@ uninstall:
 		$(API_FUNCS:%=$(DESTDIR)$(MANDIR)/man3/%.3)
 	$(Q)[ -n "$(DESTDIR)" ] || $(LDCONFIG) 2>/dev/null || true
 
-# Installs the Debian packages the build and tests need, only when missing:
-# pkg-config and mandoc for the install and man page tests.
-DEB_PKGS := liburing-dev libcmocka-dev libsodium-dev iproute2 gcc make \
-	    pkg-config mandoc
+# Installs the Debian packages the build and tests need, only when missing.
+DEB_PKGS := liburing-dev libcmocka-dev libsodium-dev iproute2 gcc make
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | \
@@ -207,6 +205,9 @@ deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
 			$$missing >/dev/null; \
 	fi
+
+# test_install and test_man: pkg-config, mandoc.
+DEB_PKGS += pkg-config mandoc
 
 tests: all $(TEST_BIN) $(MAN_PAGES)
 
