@@ -150,7 +150,8 @@ void node_usage(FILE *f)
 "                      (null when unreachable), msgs_in, msgs_out,\n"
 "                      bytes_in, bytes_out, relayed), relayed, dropped\n"
 "                      {no_route, hop_limit, duplicate}, unreachable,\n"
-"                      route_changes, msgs_in, msgs_out\n"
+"                      route_changes, route_retransmits, msgs_in,\n"
+"                      msgs_out\n"
 "  error: WHY          startup failure (exit status 1)\n"
 "  reload: ...         SIGHUP: what changed, or 'error: reload: FILE:LINE: WHY'\n"
 "                      (the node keeps its old configuration)\n"
@@ -560,10 +561,11 @@ static void print_stats(struct cli *c)
 	fprintf(f, "],\"relayed\":%" PRIu64 ",\"dropped\":{\"no_route\":%"
 		PRIu64 ",\"hop_limit\":%" PRIu64 ",\"duplicate\":%" PRIu64
 		"},\"unreachable\":%" PRIu64 ",\"route_changes\":%" PRIu64
-		",\"msgs_in\":%" PRIu64 ",\"msgs_out\":%" PRIu64 "}\n",
+		",\"route_retransmits\":%" PRIu64 ",\"msgs_in\":%" PRIu64
+		",\"msgs_out\":%" PRIu64 "}\n",
 		st.relayed, st.dropped_no_route, st.dropped_hop_limit,
 		st.duplicates_dropped, st.unreachable, st.route_changes,
-		st.msgs_in, st.msgs_out);
+		st.route_retransmits, st.msgs_in, st.msgs_out);
 	if (fclose(f)) {
 		f = NULL;
 		report("stats failed", "stats", 5, "out of memory");

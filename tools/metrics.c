@@ -289,12 +289,15 @@ static const struct {
 	  "Payload bytes delivered to this node.", STAT(bytes_in) },
 	{ "pairmesh_sent_bytes_total", "counter",
 	  "Payload bytes this node sent.", STAT(bytes_out) },
-	{ "pairmesh_relayed_frames_total", "counter",
-	  "Frames forwarded for other nodes.", STAT(relayed) },
+	{ "pairmesh_relayed_messages_total", "counter",
+	  "Routed and broadcast messages forwarded for other nodes.", STAT(relayed) },
 	{ "pairmesh_unreachable_total", "counter",
 	  "Messages reported back as unreachable.", STAT(unreachable) },
 	{ "pairmesh_route_changes_total", "counter",
 	  "Changes of the routing table.", STAT(route_changes) },
+	{ "pairmesh_route_retransmits_total", "counter",
+	  "Times unacknowledged routed messages were sent again.",
+	  STAT(route_retransmits) },
 };
 
 #define PEER(field) offsetof(struct pm_peer_info, field)
@@ -317,8 +320,8 @@ static const struct {
 	{ "pairmesh_peer_sent_bytes_total",
 	  "Payload bytes sent on the direct stream to the peer.",
 	  PEER(bytes_out) },
-	{ "pairmesh_peer_relayed_frames_total",
-	  "Frames forwarded to the peer as the next hop.", PEER(relayed) },
+	{ "pairmesh_peer_relayed_messages_total",
+	  "Messages forwarded to the peer as the next hop.", PEER(relayed) },
 };
 
 static uint64_t field(const void *base, size_t off)
