@@ -379,8 +379,10 @@ void conn_flush(struct pm_node *n, struct conn *c)
 		/* Counted as sent when issued: the peer may acknowledge these
 		 * bytes before this send's completion is reaped. */
 		c->pin_slot = c->peer;
-		n->peers[c->peer].pins++;
-		n->peers[c->peer].tx_sent += (uint32_t)len;
+		p->pins++;
+		p->tx_sent += (uint32_t)len;
+		if (p->tx_pos + p->tx_sent > p->tx_hi)
+			p->tx_hi = p->tx_pos + p->tx_sent;
 	}
 }
 
@@ -728,8 +730,10 @@ static void on_send(struct pm_node *n, struct conn *c, int res)
 		/* The span asked ended on a frame boundary (the ring's tail
 		 * then); a short send stops inside a frame. */
 		c->mid_frame = (uint32_t)res < c->send_len;
-		if (c->peer == c->pin_slot)
+		if (c->peer == c->pin_slot) {
 			peer_tx_sent(n, c->peer, c->send_len - (uint32_t)res);
+			peer_free_acked(n, c->peer);
+		}
 	} else if (c->send_from_ctl) {
 		c->ctl_off += (uint32_t)res;
 	} else {

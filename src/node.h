@@ -125,6 +125,9 @@ struct peer {
 	 * peer's stream bytes consumed here. */
 	uint64_t tx_epoch;	/* random per stream: tells replays from news */
 	uint64_t tx_pos;
+	uint64_t tx_hi;		/* highest position handed to any socket */
+	uint64_t tx_acked;	/* highest position the peer acknowledged */
+	uint64_t tx_replay_end;	/* tx_hi when the live connection began */
 	uint64_t rx_epoch;	/* the peer's tx_epoch, from its RESUME */
 	uint64_t rx_pos;
 	uint64_t rx_acked;	/* rx_pos last acknowledged */
@@ -288,6 +291,7 @@ void peer_closed(struct pm_node *n, uint32_t slot, int error,
 		 enum pm_close_reason reason);
 void peer_deliver(struct pm_node *n, uint32_t slot);
 void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t bytes);
+void peer_free_acked(struct pm_node *n, uint32_t slot);
 int peer_hello(struct pm_node *n, struct conn *c);
 void node_flush_dirty(struct pm_node *n);
 void node_drain_aliases(struct pm_node *n);

@@ -351,6 +351,7 @@ void peer_went_live(struct pm_node *n, uint32_t slot, uint32_t ci)
 	 * tells it where that is, before any ring byte. Whatever the old
 	 * connection left unconsumed in RX comes again the same way. */
 	p->tx_sent = 0;
+	p->tx_replay_end = p->tx_hi;
 	ring_reset(&p->rx);
 	c->resume_due = true;
 	c->mid_frame = false;
@@ -653,17 +654,43 @@ void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t unsent)
 static int peer_acked(struct pm_node *n, uint32_t slot, uint64_t pos)
 {
 	struct peer *p = &n->peers[slot];
-	uint64_t done;
 
 	if (pos <= p->tx_pos)
 		return 0;	/* old news (a replayed ACK) */
-	done = pos - p->tx_pos;
-	if (done > p->tx_sent)
+	if (pos > p->tx_hi)
 		return -EBADMSG;	/* acknowledges bytes never sent */
+	if (pos > p->tx_acked)
+		p->tx_acked = pos;
+	peer_free_acked(n, slot);
+	return 0;
+}
+
+/*
+ * Frees what the peer acknowledged and this connection has sent. After a
+ * resume the peer's first ACK can run ahead of our replay: it read those
+ * bytes on the connection before. The rest is freed as the replay catches
+ * up (the peer skips it). Replayed bytes in a send still in flight are
+ * freed only once it completes: the kernel may not have read them yet,
+ * and the peer did not get them from this send, so nothing says it has.
+ */
+void peer_free_acked(struct pm_node *n, uint32_t slot)
+{
+	struct peer *p = &n->peers[slot];
+	uint64_t to = p->tx_pos + p->tx_sent;
+	uint64_t done;
+
+	if (p->tx_acked < to)
+		to = p->tx_acked;
+	if (to <= p->tx_pos)
+		return;
+	if (p->tx_pos < p->tx_replay_end && p->live != NONE &&
+	    n->conns[p->live].send_armed && n->conns[p->live].send_from_ring)
+		return;
+	done = to - p->tx_pos;
 	/* Acks land on frame boundaries: the peer consumes whole frames. */
 	ring_consume(&p->tx, (uint32_t)done);
 	p->tx_sent -= (uint32_t)done;
-	p->tx_pos = pos;
+	p->tx_pos = to;
 	if (p->has_blocked)
 		release_blocked(n, slot);
 	if (p->want_writable && p->state == PEER_LIVE &&
@@ -671,7 +698,6 @@ static int peer_acked(struct pm_node *n, uint32_t slot, uint64_t pos)
 		p->want_writable = false;
 		emit(n, PM_EV_WRITABLE, slot, 0, PM_CLOSE_NONE, 0);
 	}
-	return 0;
 }
 
 /* A new connection carries the peer's stream from position pos. */
