@@ -57,15 +57,6 @@ long frame_decode(const uint8_t *buf, size_t avail, uint32_t max_payload,
 	return (long)FRAME_HDR + (long)len;
 }
 
-void frame_put_hdr(uint8_t *dst, uint8_t type, uint32_t len)
-{
-	put_be32(dst, len);
-	dst[4] = type;
-	dst[5] = 0;
-	dst[6] = 0;
-	dst[7] = 0;
-}
-
 void hello_put(uint8_t *dst, const struct hello *h)
 {
 	uint8_t *p = dst + FRAME_HDR;

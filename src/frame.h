@@ -92,8 +92,6 @@ struct hello {
 long frame_decode(const uint8_t *buf, size_t avail, uint32_t max_payload,
 		  struct frame *f);
 
-/* Writes an 8-byte frame header at dst. */
-void frame_put_hdr(uint8_t *dst, uint8_t type, uint32_t len);
 
 /* Writes a whole HELLO frame (header + HELLO_LEN) at dst. */
 void hello_put(uint8_t *dst, const struct hello *h);
@@ -144,6 +142,17 @@ static inline uint32_t get_be32(const uint8_t *p)
 static inline uint64_t get_be64(const uint8_t *p)
 {
 	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
+}
+
+/* Writes an 8-byte frame header at dst. Inline: it is on every send's
+ * path (a call was 2 % of a 64-byte sender's instructions). */
+static inline void frame_put_hdr(uint8_t *dst, uint8_t type, uint32_t len)
+{
+	put_be32(dst, len);
+	dst[4] = type;
+	dst[5] = 0;
+	dst[6] = 0;
+	dst[7] = 0;
 }
 
 #endif

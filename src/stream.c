@@ -788,6 +788,7 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 {
 	struct peer *p = &n->peers[slot];
 	uint32_t gen = p->gen;
+	struct pm_stream h = handle_of(n, slot);	/* the loop ends if gen moves */
 	struct frame f;
 
 	if (p->paused && p->state == PEER_LIVE) {
@@ -876,7 +877,7 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 			return;
 		}
 		struct pm_message m = {
-			.stream = handle_of(n, slot),
+			.stream = h,
 			.peer_id = p->id,
 			.data = f.payload,
 			.len = f.len,
@@ -1204,8 +1205,8 @@ void peer_commit(struct pm_node *n, uint32_t slot, uint8_t type, size_t len)
 	p->reserved = false;
 	if (p->state == PEER_ALIAS)
 		n->aliases += ring_used(&p->tx) == FRAME_HDR + len;
-	else if (slot != n->self)
-		peer_mark_dirty(n, slot);
+	else if (!p->dirty && slot != n->self)
+		peer_mark_dirty(n, slot);	/* once per turn, not per message */
 }
 
 int pm_reserve(struct pm_node *n, struct pm_stream s, size_t len, void **buf)
