@@ -801,6 +801,9 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 
 		if (r == 0)
 			break;
+		/* The common case first: one test instead of the six below. */
+		if (r > 0 && f.type == FRAME_DATA && !p->rx_skip)
+			goto deliver;
 		if (r > 0 && (f.type == FRAME_ACK || f.type == FRAME_RESUME)) {
 			/* Control, outside the peer's ring stream: not
 			 * counted in rx_pos. */
@@ -876,6 +879,7 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 				    (enum pm_close_reason)reason);
 			return;
 		}
+deliver:;
 		struct pm_message m = {
 			.stream = h,
 			.peer_id = p->id,
