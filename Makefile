@@ -33,6 +33,10 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TEST_LIB_SRC := $(wildcard tests/lib/*.c)
 TEST_LIB_OBJ := $(TEST_LIB_SRC:%.c=$(BUILD)/obj/%.o)
+# Helpers of the fault tests and the soak (tests/fault/): processes, not
+# test programs.
+FAULT_SRC := $(wildcard tests/fault/*.c)
+FAULT_BIN := $(FAULT_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
@@ -86,7 +90,7 @@ deps:
 			$$missing >/dev/null; \
 	fi
 
-tests: $(TEST_BIN) $(BUILD)/pairmesh
+tests: $(TEST_BIN) $(BUILD)/pairmesh $(FAULT_BIN)
 
 # Every test program runs; the summary line counts programs.
 test: deps
