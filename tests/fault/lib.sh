@@ -16,7 +16,7 @@ set -u
 
 BUILD=${BUILD:-build}
 ENGINE=${ENGINE:-auto}
-RSS_LIMIT_KB=${RSS_LIMIT_KB:-65536}	# per process, VmHWM
+RSS_LIMIT_KB=${RSS_LIMIT_KB:-32768}	# per process, VmHWM
 bin=$(cd "$BUILD/tests/fault" 2>/dev/null && pwd) || {
 	echo "FAIL $T: $BUILD/tests/fault not built (make tests)" >&2
 	exit 1
