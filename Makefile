@@ -97,6 +97,28 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory tests
 	$(Q)BUILD=$(BUILD) sh tests/run.sh $(TEST_BIN)
 
+# The fault tests (tests/fault/): resets, packet loss, link cuts, a relay
+# killed, floods, a peer that stops reading; ~1.5 min, some need root
+# (they skip without it). CI runs it after make test.
+#
+# FAULT_XFAIL: scenarios (NAME or NAME/ENGINE) whose failure is reported as
+# known and does not fail the run, only while their bug is open:
+#  relay: routed messages a killed relay held are lost (no end-to-end
+#         ack yet; docs/PROTOCOL.md 11.7); goes when routed sessions land.
+#  reset/epoll, netloss/epoll: with the epoll engine a resumed stream is
+#         sometimes closed as a protocol error (an ACK past tx_sent), and
+#         its unacknowledged messages are lost.
+FAULT_XFAIL ?= relay reset/epoll netloss/epoll
+fault: deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)BUILD=$(BUILD) FAULT_XFAIL="$(FAULT_XFAIL)" bash tests/fault/run.sh
+
+# The soak: 8 nodes under random faults for SOAK_SECONDS (default 600),
+# then a report. Not in CI. Results: RELIABILITY.md.
+soak: deps
+	$(Q)$(MAKE) --no-print-directory tests
+	$(Q)BUILD=$(BUILD) bash tests/fault/soak.sh
+
 test-san:
 	$(Q)$(MAKE) --no-print-directory SAN=1 test
 
@@ -152,7 +174,7 @@ flamegraph: bench-deps
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps tests test test-san demo bench-first bench-deps bench-peers \
+.PHONY: all deps tests test fault soak test-san demo bench-first bench-deps bench-peers \
 	bench bench-quick flamegraph clean
 .SECONDARY:
 

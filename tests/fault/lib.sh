@@ -163,7 +163,7 @@ alive() {
 	done
 }
 
-# finish [--relay-loss-ok]: stops the senders, waits (up to 60 s) until
+# finish [--relay-loss-ok]: stops the senders, waits (up to 20 s) until
 # every message committed so far has arrived, ends the nodes gracefully
 # and runs the final check. Fails on any message lost while both ends
 # lived, duplicated, reordered or corrupted, or a process over
@@ -175,7 +175,7 @@ finish() {
 		kill -USR1 "${PID[$n]}"
 	done
 	sleep 0.3	# the reports rewritten after the stop
-	for i in $(seq 1 300); do
+	for i in $(seq 1 100); do
 		if "$SEQCHECK" "$@" "$dir"/*.rep >/dev/null 2>&1; then
 			ok=1
 			break
@@ -194,7 +194,7 @@ finish() {
 	CHECK_LINE=$(echo "$out" | grep '^check:')
 	note "faults injected: $faults"
 	echo "FAULTS $T $faults $CHECK_LINE"
-	[ $ok = 1 ] || fail "messages still missing after 60 s of draining"
+	[ $ok = 1 ] || fail "messages still missing after 20 s of draining"
 	[ $st = 0 ] || fail "seqcheck found lost, duplicated, reordered or corrupt messages, or a process over $RSS_LIMIT_KB kB"
 	echo "PASS $T"
 }
