@@ -105,10 +105,12 @@ test: deps
 # known and does not fail the run, only while their bug is open:
 #  relay: routed messages a killed relay held are lost (no end-to-end
 #         ack yet; docs/PROTOCOL.md 11.7); goes when routed sessions land.
-#  reset/epoll, netloss/epoll: with the epoll engine a resumed stream is
-#         sometimes closed as a protocol error (an ACK past tx_sent), and
-#         its unacknowledged messages are lost.
-FAULT_XFAIL ?= relay reset/epoll netloss/epoll
+#  reset, netloss: a resumed stream is sometimes closed as a protocol
+#         error: the peer's first ACK on the new connection covers bytes
+#         sent on the old one that are not re-sent yet (peer_acked: done >
+#         tx_sent), and the stream's unacknowledged messages are lost.
+#         Seen mostly with epoll, once with io_uring (in the soak).
+FAULT_XFAIL ?= relay reset netloss
 fault: deps
 	$(Q)$(MAKE) --no-print-directory tests
 	$(Q)BUILD=$(BUILD) FAULT_XFAIL="$(FAULT_XFAIL)" bash tests/fault/run.sh

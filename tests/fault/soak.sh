@@ -3,7 +3,8 @@
 #
 # The soak (make soak; not in CI): a mesh of 8 nodes, each sending
 # numbered messages to each of the other 7 over pair streams, for
-# SOAK_SECONDS (default 600) under random faults, one every 1-4 s:
+# SOAK_SECONDS (default 600) under faults, one every 1-4 s, each kind in
+# turn on a random node:
 #
 #   reset    ss -K of one node's connections (root)
 #   drop     nft drops a random 20 % of one node's TCP segments for 2 s (root)
@@ -75,8 +76,10 @@ done
 end=$((SECONDS + seconds))
 while [ "$SECONDS" -lt "$end" ]; do
 	sleep $((1 + RANDOM % 4))
+	# Each kind in turn, so a short run sees every one; the node, the
+	# gaps and the durations are random.
 	set -- $kinds
-	shift $((RANDOM % $#))
+	shift $((faults % $#))
 	kind=$1
 	i=$((RANDOM % nodes))
 	case $kind in
