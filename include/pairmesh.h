@@ -71,7 +71,8 @@ struct pm_event {
 	uint64_t peer_id;		/* 0 if never learned */
 	int error;			/* 0 or -errno (-ECONNREFUSED, ...) */
 	enum pm_close_reason reason;	/* remote or local close reason */
-	uint64_t unsent;		/* PM_EV_CLOSED: messages never sent */
+	uint64_t unsent;		/* PM_EV_CLOSED, PM_EV_UNREACHABLE:
+					 * messages given up on */
 	bool peer_restarted;		/* PM_EV_CLOSED: the peer is a new process
 					 * now (a new session follows) */
 };
@@ -104,6 +105,22 @@ typedef void (*pm_event_fn)(struct pm_node *n, const struct pm_event *ev,
 /* Called when a watched descriptor is readable (see pm_watch_fd). */
 typedef void (*pm_fd_fn)(struct pm_node *n, int fd, void *user);
 
+enum pm_log_level {
+	PM_LOG_ERROR = 0,
+	PM_LOG_WARN,
+	PM_LOG_INFO,
+	PM_LOG_DEBUG,
+};
+
+/*
+ * The library's own diagnostics (io_uring refused so epoll is used, a peer
+ * refused for a bad mesh key): one message, no newline, valid during the
+ * call only. Called from pm_node_create and pm_node_run; n is the node
+ * being created or run.
+ */
+typedef void (*pm_log_fn)(struct pm_node *n, enum pm_log_level level,
+			  const char *msg, void *user);
+
 struct pm_config {
 	const char *listen;	/* "HOST:PORT", port 0 = any; default 127.0.0.1:0 */
 	uint64_t node_id;	/* 0 = random */
@@ -133,6 +150,7 @@ struct pm_config {
 				 * default 16 */
 	pm_message_fn on_message;
 	pm_event_fn on_event;
+	pm_log_fn on_log;	/* NULL: "pairmesh: MSG" lines on stderr */
 	void *user;
 };
 
@@ -214,10 +232,13 @@ int pm_stream_resume(struct pm_node *n, struct pm_stream s);
 
 /*
  * Sends one message to node id anywhere in the mesh: on the direct stream
- * when there is one, else through the neighbour on the shortest path.
- * Returns 0, -EHOSTUNREACH when no route is known, -EAGAIN when the next
- * hop's ring is full (PM_EV_WRITABLE follows), -EMSGSIZE. A relay that
- * later finds no route reports back as PM_EV_UNREACHABLE.
+ * when there is one, else through relays on the shortest path, held until
+ * id acknowledges it and sent again on another path if one fails (so
+ * messages to one node arrive once, in order, either way). Returns 0,
+ * -EHOSTUNREACH when no route is known, -EAGAIN when the ring is full
+ * (PM_EV_WRITABLE with peer_id follows), -EMSGSIZE. PM_EV_UNREACHABLE
+ * reports a relay that found no way on (unsent 0: still held) or, after
+ * resume_ms without a route, the messages given up on (unsent).
  */
 int pm_send_to(struct pm_node *n, uint64_t id, const void *buf, size_t len);
 
@@ -238,7 +259,7 @@ struct pm_peer_info {
 	uint32_t hops;		/* 1: neighbour */
 	uint64_t via;		/* next hop's id */
 	uint64_t msgs_in, msgs_out, bytes_in, bytes_out; /* direct stream */
-	uint64_t relayed;	/* frames forwarded to this neighbour */
+	uint64_t relayed;	/* messages forwarded to this neighbour */
 };
 
 /* Fills up to max entries, one per known node but self. Returns the count
@@ -278,12 +299,17 @@ struct pm_stats {
 	uint64_t restarts_seen;		/* peers found to be new processes */
 	uint64_t msgs_in, msgs_out;
 	uint64_t bytes_in, bytes_out;	/* payload bytes */
-	uint64_t relayed;		/* frames forwarded for others */
+	uint64_t relayed;		/* routed and broadcast messages
+					 * forwarded for others */
 	uint64_t dropped_no_route;	/* relayed frames with no way on */
 	uint64_t dropped_hop_limit;
-	uint64_t duplicates_dropped;	/* broadcast copies seen before */
+	uint64_t duplicates_dropped;	/* broadcast or routed copies seen
+					 * before */
 	uint64_t unreachable;		/* PM_EV_UNREACHABLE raised */
 	uint64_t route_changes;
+	uint64_t route_retransmits;	/* times the unacknowledged routed
+					 * messages to a node were sent again
+					 * (a path lost or gone silent) */
 	uint64_t mesh_nodes;		/* nodes known, self excluded */
 };
 

@@ -310,6 +310,7 @@ static void fill_ctl(struct pm_node *n, struct conn *c)
 
 void conn_flush(struct pm_node *n, struct conn *c)
 {
+	bool with_close = false;
 	const void *buf;
 	size_t len;
 	int r;
@@ -359,6 +360,7 @@ void conn_flush(struct pm_node *n, struct conn *c)
 		c->close_queued = true;
 		buf = c->hs_tx + c->hs_tx_off;
 		len = c->hs_tx_len - c->hs_tx_off;
+		with_close = true;
 	} else {
 		if (c->closing && c->close_queued)
 			start_drain(n, c);
@@ -372,6 +374,7 @@ void conn_flush(struct pm_node *n, struct conn *c)
 	}
 	c->send_armed = true;
 	c->send_len = (uint32_t)len;
+	c->close_issued |= with_close;
 	if (c->send_from_ring) {
 		/* Counted as sent when issued: the peer may acknowledge these
 		 * bytes before this send's completion is reaped. */
@@ -386,6 +389,12 @@ void conn_abort(struct pm_node *n, struct conn *c)
 	if (c->state == CONN_FREE || c->state == CONN_DEAD)
 		return;
 	uint32_t slot = c->peer;
+	/* The peer may close (it read our CLOSE) before this node reaps the
+	 * completion of the send that wrote it: that is the user's close
+	 * done, as in start_drain, not a connection lost. */
+	bool close_done = slot != NONE && c->close_issued &&
+			  n->peers[slot].state == PEER_CLOSING &&
+			  n->peers[slot].live == conn_index(n, c);
 
 	if (c->state == CONN_DRAIN)
 		n->draining--;
@@ -396,6 +405,14 @@ void conn_abort(struct pm_node *n, struct conn *c)
 		n->eng_ops->cancel(n->eng, c->fd);
 	else
 		conn_release(n, c);
+	if (close_done) {
+		struct peer *p = &n->peers[slot];
+
+		p->tx.head = p->tx.tail;
+		p->tx_sent = 0;
+		peer_closed(n, slot, 0, p->close_reason);
+		return;
+	}
 	/* A stream the user closed ends when its last connection does,
 	 * even if the CLOSE never made it out. */
 	if (slot != NONE)
@@ -567,8 +584,8 @@ static void auth_refuse(struct pm_node *n, struct conn *c, const char *why)
 		char a[INET6_ADDRSTRLEN + 8] = "?";
 
 		addr_format((struct sockaddr *)&c->remote, a, sizeof(a));
-		fprintf(stderr, "pairmesh: refused %s: %s (logged once per "
-			"host)\n", a, why);
+		node_log(n, PM_LOG_WARN, "refused %s: %s (logged once per "
+			 "host)", a, why);
 		if (n->auth_logged_n < 8)
 			n->auth_logged[n->auth_logged_n++] = host;
 	}

@@ -23,6 +23,7 @@ static bool type_known(uint8_t type)
 	case FRAME_FLOOD:
 	case FRAME_LINKS:
 	case FRAME_UNREACH:
+	case FRAME_RACK:
 		return true;
 	default:
 		return false;

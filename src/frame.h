@@ -38,6 +38,7 @@
 #define FRAME_FLOOD		0x12	/* a broadcast message, flooded */
 #define FRAME_LINKS		0x13	/* a node's neighbours, flooded */
 #define FRAME_UNREACH		0x14	/* a relay could not route a message */
+#define FRAME_RACK		0x15	/* routed messages delivered, end to end */
 
 /*
  * Mesh frames start with one 20-byte header (docs/PROTOCOL.md, "Mesh"):
@@ -48,6 +49,10 @@
  *  18 x (u16)  LINKS: entry count; else 0
  */
 #define MESH_HDR		20u
+/* ROUTE and RACK carry the routed session after the mesh header: the
+ * origin's epoch (u64) and a sequence (u64); ROUTE's message follows. */
+#define ROUTE_HDR		(MESH_HDR + 16u)
+#define RACK_LEN		ROUTE_HDR
 #define MESH_ADDR		20u	/* type u8, 0, port u16, addr[16] */
 #define LINK_ENTRY		28u	/* id u64 + MESH_ADDR */
 

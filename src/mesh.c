@@ -57,6 +57,16 @@ static struct mesh_entry *entry_get(struct pm_node *n, uint64_t id)
 	return e;
 }
 
+struct mesh_entry *mesh_entry_find(struct pm_node *n, uint64_t id)
+{
+	return entry_find(n, id);
+}
+
+struct mesh_entry *mesh_entry_get(struct pm_node *n, uint64_t id)
+{
+	return entry_get(n, id);
+}
+
 static uint64_t realtime_us(void)
 {
 	struct timespec ts;
@@ -82,13 +92,14 @@ int mesh_init(struct pm_node *n)
 		return -ENOMEM;
 	/* Sequences start from the clock so a restarted node's frames are
 	 * newer than anything its previous life sent. */
-	n->lsa_seq = n->bc_seq = realtime_us();
+	n->lsa_seq = n->bc_seq = n->rt_clock = realtime_us();
 	entry_get(n, n->id);	/* index 0: self */
 	return 0;
 }
 
 void mesh_fini(struct pm_node *n)
 {
+	route_fini(n);
 	for (uint32_t i = 0; n->mesh && i < n->mesh_used; i++)
 		free(n->mesh[i].links);
 	free(n->mesh);
@@ -128,6 +139,12 @@ static void put_hdr(uint8_t *p, uint64_t a, uint64_t b, uint8_t hops,
 	p[16] = hops;
 	p[17] = ttl;
 	put_be16(p + 18, x);
+}
+
+void mesh_put_hdr(uint8_t *p, uint64_t a, uint64_t b, uint8_t hops,
+		  uint8_t ttl, uint16_t x)
+{
+	put_hdr(p, a, b, hops, ttl, x);
 }
 
 static int links_cmp(const void *a, const void *b)
@@ -174,6 +191,11 @@ static int send_links(struct pm_node *n, uint32_t slot,
 static bool is_neighbour(struct pm_node *n, uint32_t slot)
 {
 	return n->peers[slot].state == PEER_LIVE && n->peers[slot].id;
+}
+
+bool mesh_is_neighbour(struct pm_node *n, uint32_t slot)
+{
+	return is_neighbour(n, slot);
 }
 
 /* Our own LINKS: the live neighbours, re-announced on every change. */
@@ -337,6 +359,7 @@ void mesh_turn(struct pm_node *n)
 		originate(n);
 		recompute(n);
 	}
+	route_turn(n);
 	if (n->mesh_owed) {
 		n->mesh_owed = false;
 		for (uint32_t i = 0; i < n->self; i++)
@@ -383,6 +406,16 @@ static void report_unreachable(struct pm_node *n, uint64_t origin,
 	peer_commit(n, e->next_slot, FRAME_UNREACH, MESH_HDR + 8);
 }
 
+/* relayed counts users' messages only (ROUTE, FLOOD), not the mesh's
+ * own control frames (LINKS, RACK, UNREACH), so it measures relay load. */
+static void count_relayed(struct pm_node *n, uint32_t next, uint8_t type)
+{
+	if (type != FRAME_ROUTE && type != FRAME_FLOOD)
+		return;
+	n->peers[next].relayed++;
+	n->st.relayed++;
+}
+
 /* Forwards a ROUTE or UNREACH frame one hop on. -EAGAIN: paused. */
 static int forward(struct pm_node *n, uint32_t from, const struct frame *f,
 		   uint64_t origin, uint64_t dst)
@@ -427,8 +460,7 @@ static int forward(struct pm_node *n, uint32_t from, const struct frame *f,
 	((uint8_t *)buf)[16] = f->payload[16] + 1;
 	((uint8_t *)buf)[17] = f->payload[17] - 1;
 	peer_commit(n, next, f->type, f->len);
-	n->peers[next].relayed++;
-	n->st.relayed++;
+	count_relayed(n, next, f->type);
 	return 0;
 }
 
@@ -460,8 +492,7 @@ static void flood(struct pm_node *n, uint32_t from, const struct frame *f)
 		((uint8_t *)buf)[16] = f->payload[16] + 1;
 		((uint8_t *)buf)[17] = f->payload[17] - 1;
 		peer_commit(n, i, f->type, f->len);
-		n->peers[i].relayed++;
-		n->st.relayed++;
+		count_relayed(n, i, f->type);
 	}
 }
 
@@ -487,16 +518,16 @@ static bool window_new(struct mesh_entry *e, uint64_t seq, bool mark)
 	return true;
 }
 
-static int deliver(struct pm_node *n, uint32_t from, const struct frame *f,
-		   uint64_t origin, uint32_t flags)
+int mesh_deliver(struct pm_node *n, uint32_t from, const struct frame *f,
+		 uint64_t origin, uint32_t hdr, uint32_t flags)
 {
 	/* stream is the neighbour it came through: the handle to resume if
 	 * the callback pauses; answers go to the origin with pm_send_to. */
 	struct pm_message m = {
 		.stream = handle_of(n, from),
 		.peer_id = origin,
-		.data = f->payload + MESH_HDR,
-		.len = f->len - MESH_HDR,
+		.data = f->payload + hdr,
+		.len = f->len - hdr,
 		.flags = flags,
 		.hops = f->payload[16],
 	};
@@ -521,7 +552,7 @@ static int on_flood(struct pm_node *n, uint32_t from, const struct frame *f,
 	}
 	if (f->payload[17] > 1 && flood_room(n, from, f->len))
 		return -EAGAIN;
-	r = deliver(n, from, f, origin, PM_MSG_BROADCAST);
+	r = mesh_deliver(n, from, f, origin, MESH_HDR, PM_MSG_BROADCAST);
 	if (r)
 		return r;
 	window_new(e, seq, true);
@@ -587,20 +618,30 @@ int mesh_frame(struct pm_node *n, uint32_t slot, const struct frame *f)
 {
 	uint64_t a, b;
 
-	if (f->len < MESH_HDR || (f->type == FRAME_UNREACH &&
-				  f->len != MESH_HDR + 8))
+	if (f->len < MESH_HDR ||
+	    (f->type == FRAME_UNREACH && f->len != MESH_HDR + 8) ||
+	    (f->type == FRAME_ROUTE && f->len < ROUTE_HDR) ||
+	    (f->type == FRAME_RACK && f->len != RACK_LEN))
 		return -EBADMSG;
 	a = get_be64(f->payload);
 	b = get_be64(f->payload + 8);
 	switch (f->type) {
 	case FRAME_ROUTE:
 		if (b == n->id)
-			return deliver(n, slot, f, a, PM_MSG_ROUTED);
+			return route_receive(n, slot, f, a);
+		return forward(n, slot, f, a, b);
+	case FRAME_RACK:
+		if (b == n->id) {
+			route_ack_received(n, f, a);
+			return 0;
+		}
 		return forward(n, slot, f, a, b);
 	case FRAME_UNREACH:
 		if (b == n->id) {
-			report_unreachable(n, n->id,
-					   get_be64(f->payload + MESH_HDR));
+			uint64_t target = get_be64(f->payload + MESH_HDR);
+
+			route_unreach(n, target);
+			report_unreachable(n, n->id, target);
 			return 0;
 		}
 		return forward(n, slot, f, a, b);
@@ -618,37 +659,43 @@ int mesh_frame(struct pm_node *n, uint32_t slot, const struct frame *f)
 int pm_send_to(struct pm_node *n, uint64_t id, const void *buf, size_t len)
 {
 	struct mesh_entry *e;
-	struct pm_stream s;
-	uint32_t slot;
-	void *dst;
-	int r;
+	uint32_t d;
 
 	if (!id)
 		return -EINVAL;
-	e = entry_find(n, id);
-	if (id == n->id || (e && e->direct_slot != NONE &&
-			    is_neighbour(n, e->direct_slot))) {
-		s = handle_of(n, id == n->id ? n->self : e->direct_slot);
-		return pm_send(n, s, buf, len);
-	}
-	if (n->mesh_dirty) {
+	if (id == n->id)
+		return pm_send(n, handle_of(n, n->self), buf, len);
+	if (n->mesh_dirty)
 		mesh_turn(n);
-		e = entry_find(n, id);
+	e = entry_find(n, id);
+	d = peer_by_id(n, id);
+	if (d != NONE && n->peers[d].state == PEER_CLOSING)
+		d = NONE;
+	/*
+	 * One path at a time per destination, so that messages keep their
+	 * order: the direct stream (its session delivers in order across
+	 * reconnects) or the routed session. Switch only once all that was
+	 * sent the other way is acknowledged.
+	 */
+	if (e && ring_used(&e->rt)) {
+		if (d != NONE && is_neighbour(n, d)) {
+			e->rt_want_writable = true;
+			return -EAGAIN;	/* the routed ones first */
+		}
+		return route_send(n, e, buf, len);
 	}
-	if (!e || e->next_slot == NONE)
-		return -EHOSTUNREACH;
-	slot = e->next_slot;
-	if (len + MESH_HDR > n->cfg.max_message)
-		return -EMSGSIZE;
-	r = peer_reserve(n, slot, MESH_HDR + len, &dst);
-	if (r)
-		return r;
-	put_hdr(dst, n->id, id, 0, n->cfg.max_hops, 0);
-	memcpy((uint8_t *)dst + MESH_HDR, buf, len);
-	peer_commit(n, slot, FRAME_ROUTE, MESH_HDR + len);
-	n->st.msgs_out++;
-	n->st.bytes_out += len;
-	return 0;
+	if (d != NONE && (is_neighbour(n, d) || n->peers[d].resuming ||
+			  ring_used(&n->peers[d].tx)))
+		return pm_send(n, handle_of(n, d), buf, len);
+	if (e && e->next_slot != NONE)
+		return route_send(n, e, buf, len);
+	if (d != NONE) {
+		/* Being dialled, no route meanwhile: queue on it, and let its
+		 * close report what it held. */
+		n->peers[d].user_visible = true;
+		return pm_send(n, handle_of(n, d), buf, len);
+	}
+	return -EHOSTUNREACH;
 }
 
 int pm_broadcast(struct pm_node *n, const void *buf, size_t len)

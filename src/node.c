@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,21 @@ uint64_t node_now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* To the caller's on_log, else on stderr as the library always did. */
+void node_log(struct pm_node *n, enum pm_log_level level, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (n->cfg.on_log)
+		n->cfg.on_log(n, level, msg, n->cfg.user);
+	else
+		fprintf(stderr, "pairmesh: %s\n", msg);
 }
 
 uint64_t make_tag(uint32_t idx, uint32_t gen, enum op op)
@@ -124,8 +140,8 @@ static int start_engine(struct pm_node *n)
 		/* Once per process: every node would say the same. */
 		if (!logged) {
 			logged = true;
-			fprintf(stderr, "pairmesh: io_uring unavailable (%s), "
-				"using epoll\n", strerror(-r));
+			node_log(n, PM_LOG_WARN, "io_uring unavailable (%s), "
+				 "using epoll", strerror(-r));
 		}
 	}
 	r = engine_epoll_ops.init(&n->eng, n, entries);
@@ -444,6 +460,12 @@ int pm_node_run(struct pm_node *n, int timeout_ms)
 		node_resume_tick(n, node_now_ms());
 		if (timeout_ms < 0 || timeout_ms > 25)
 			timeout_ms = 25;	/* redials are due soon */
+	}
+	if (n->rt_active || n->rt_acks_due) {
+		/* Routed sessions: acknowledgements owed, retransmit and
+		 * give-up timers (route.c). */
+		if (timeout_ms < 0 || timeout_ms > 50)
+			timeout_ms = 50;
 	}
 	if (n->draining || n->orphans) {
 		conn_check_deadlines(n);

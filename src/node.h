@@ -58,6 +58,7 @@ struct conn {
 	bool send_from_ctl;	/* ... from ctl */
 	bool closing;		/* send CLOSE(close_reason) once TX is empty */
 	bool close_queued;
+	bool close_issued;	/* the send holding CLOSE went to the kernel */
 	uint16_t close_reason;
 	uint32_t peer;		/* owning slot, or NONE once detached */
 	uint32_t pin_slot;	/* slot whose ring the armed I/O uses */
@@ -168,6 +169,24 @@ struct mesh_entry {
 	uint64_t dial_after_ms;	/* auto-connect backoff */
 	struct sockaddr_storage addr;
 	socklen_t addr_len;
+	/* Our routed session to it (route.c): ROUTE frames kept until it
+	 * says it delivered them, so a relay that dies loses nothing. */
+	struct ring rt;		/* mapped on the first routed message */
+	uint64_t rt_epoch;	/* this session's; a newer one restarts it */
+	uint64_t rt_next;	/* sequence of the next ROUTE */
+	uint32_t rt_sent;	/* bytes from rt's head copied to rt_via */
+	uint32_t rt_via;	/* the neighbour they went to, or NONE */
+	uint32_t rt_via_gen;
+	uint64_t rt_hop_mark;	/* rt_via's stream position after our last */
+	uint64_t rt_hop_seen;	/* its acknowledged position, last looked */
+	uint64_t rt_progress_ms;	/* last acknowledgement (or go-back) */
+	uint64_t rt_noroute_ms;	/* since when no route; 0: there is one */
+	uint8_t rt_backoff;	/* go-backs since the last acknowledgement */
+	bool rt_want_writable;	/* pm_send_to got -EAGAIN: say when */
+	/* Its routed session to us. */
+	bool in_ack_due;
+	uint64_t in_epoch;
+	uint64_t in_next;	/* the sequence delivered next */
 };
 
 struct watch {
@@ -224,6 +243,9 @@ struct pm_node {
 	bool mesh_owed;			/* some neighbour has links_owed */
 	uint64_t mesh_retry_ms;		/* next pass over failed auto-dials */
 	uint64_t lsa_seq, bc_seq;
+	uint64_t rt_clock;		/* routed session epochs: clock-seeded */
+	uint32_t rt_active;		/* entries with routed messages unacked */
+	uint32_t rt_acks_due;		/* entries owed a RACK */
 	uint64_t epochs;		/* streams created: their epochs differ */
 
 	struct watch watches[MAX_WATCHES];
@@ -233,6 +255,8 @@ struct pm_node {
 
 /* node.c */
 uint64_t node_now_ms(void);
+void node_log(struct pm_node *n, enum pm_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 uint64_t make_tag(uint32_t idx, uint32_t gen, enum op op);
 
 /* conn.c */
@@ -294,6 +318,24 @@ void mesh_peer_up(struct pm_node *n, uint32_t slot);
 void mesh_peer_down(struct pm_node *n, uint32_t slot);
 void mesh_peer_left(struct pm_node *n, uint64_t id);
 void mesh_turn(struct pm_node *n);
+struct mesh_entry *mesh_entry_find(struct pm_node *n, uint64_t id);
+struct mesh_entry *mesh_entry_get(struct pm_node *n, uint64_t id);
+bool mesh_is_neighbour(struct pm_node *n, uint32_t slot);
+void mesh_put_hdr(uint8_t *p, uint64_t a, uint64_t b, uint8_t hops,
+		  uint8_t ttl, uint16_t x);
+int mesh_deliver(struct pm_node *n, uint32_t from, const struct frame *f,
+		 uint64_t origin, uint32_t hdr, uint32_t flags);
+
+/* route.c: routed sessions, end to end (docs/PROTOCOL.md §10.8) */
+int route_send(struct pm_node *n, struct mesh_entry *e, const void *buf,
+	       size_t len);
+int route_receive(struct pm_node *n, uint32_t from, const struct frame *f,
+		  uint64_t origin);
+void route_ack_received(struct pm_node *n, const struct frame *f,
+			uint64_t acker);
+void route_unreach(struct pm_node *n, uint64_t target);
+int route_turn(struct pm_node *n);
+void route_fini(struct pm_node *n);
 
 /* addr.c */
 int addr_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len);

@@ -801,7 +801,7 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 			ring_consume(&p->rx, (uint32_t)r);
 			continue;
 		}
-		if (r > 0 && f.type >= FRAME_ROUTE && f.type <= FRAME_UNREACH) {
+		if (r > 0 && f.type >= FRAME_ROUTE && f.type <= FRAME_RACK) {
 			int x = mesh_frame(n, slot, &f);
 
 			if (x == -EAGAIN) {

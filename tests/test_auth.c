@@ -183,6 +183,77 @@ static void test_auth_key_file(void **state)
 	assert_int_equal(pm_key_load(path, k), -ENOENT);
 }
 
+/* What the nodes' on_log received. */
+static struct {
+	struct pm_node *n;
+	enum pm_log_level level;
+	char msg[256];
+} logged[16];
+static int nlogged;
+
+static void record_log(struct pm_node *n, enum pm_log_level level,
+		       const char *msg, void *user)
+{
+	if (nlogged == 16)
+		return;
+	logged[nlogged].n = n;
+	logged[nlogged].level = level;
+	snprintf(logged[nlogged].msg, sizeof(logged[0].msg), "%s", msg);
+	nlogged++;
+}
+
+static int logs_of(struct pm_node *n, const char *part)
+{
+	int k = 0;
+
+	for (int i = 0; i < nlogged; i++)
+		k += logged[i].n == n && logged[i].level == PM_LOG_WARN &&
+		     strstr(logged[i].msg, part) != NULL;
+	return k;
+}
+
+static struct tl_node *logging(const uint8_t *key)
+{
+	struct pm_config c;
+
+	tl_config(&c);
+	c.key = key;
+	c.key_len = key ? 32 : 0;
+	c.on_log = record_log;
+	return tl_node_new(&c);
+}
+
+/* Refusals reach on_log (not stderr), once per remote host. */
+static void test_auth_refusal_logged(void **state)
+{
+	struct tl_node *a1, *a2, *b, *v[3];
+	struct closed_arg arg;
+
+	tl_begin();
+	nlogged = 0;
+	b = logging(key1);
+	a1 = logging(NULL);
+	a2 = logging(NULL);
+	v[0] = a1;
+	v[1] = a2;
+	v[2] = b;
+	assert_int_equal(pm_connect(a1->n, b->addr, &arg.s), 0);
+	arg.t = a1;
+	assert_true(tl_pump(v, 3, closed, &arg, TL_DEADLINE_MS));
+	assert_int_equal(pm_connect(a2->n, b->addr, &arg.s), 0);
+	arg.t = a2;
+	assert_true(tl_pump(v, 3, closed, &arg, TL_DEADLINE_MS));
+	tl_settle(v, 3, 20);
+	/* b refused two keyless peers of one host: one line. */
+	assert_int_equal(logs_of(b->n, "refused 127.0.0.1:"), 1);
+	assert_int_equal(logs_of(b->n, "no mesh key"), 1);
+	assert_int_equal(logs_of(a1->n, "requires a mesh key"), 1);
+	assert_int_equal(logs_of(a2->n, "requires a mesh key"), 1);
+	tl_node_free(a1);
+	tl_node_free(a2);
+	tl_node_free(b);
+}
+
 static void test_auth_bad_key_length(void **state)
 {
 	struct pm_config c;
@@ -200,6 +271,7 @@ static void test_auth_bad_key_length(void **state)
 	cmocka_unit_test(test_auth_key_file),                        \
 	cmocka_unit_test(test_auth_keyed_refuses_keyless),           \
 	cmocka_unit_test(test_auth_keyless_refuses_keyed),           \
+	cmocka_unit_test(test_auth_refusal_logged),                  \
 	cmocka_unit_test(test_auth_same_key_connects),               \
 	cmocka_unit_test(test_auth_simultaneous_dial),               \
 	cmocka_unit_test(test_auth_wrong_key_refused)

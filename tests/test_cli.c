@@ -189,6 +189,16 @@ static const char *find_line(const struct buf *b, const char *s, bool exact)
 	return NULL;
 }
 
+/* Fails with the line if p printed an error on stderr. */
+static void assert_no_error(const struct proc *p)
+{
+	const char *l = find_line(&p->e, "error:", false);
+
+	if (l)
+		fail_msg("pid %d printed: %.*s", (int)p->pid,
+			 (int)strcspn(l, "\n"), l);
+}
+
 /* Waits for a line on stdout (err false) or stderr. */
 static const char *wait_line(struct proc *p, bool err, const char *s,
 			     bool exact)
@@ -702,7 +712,7 @@ static void exchange(const char *engine)
 
 	snprintf(closed, sizeof(closed), "closed: %016" PRIx64, a->id);
 	assert_non_null(wait_line(b, true, closed, false));
-	assert_null(find_line(&a->e, "error:", false));
+	assert_no_error(a);
 
 	assert_int_equal(kill(b->pid, SIGTERM), 0);
 	assert_int_equal(wait_exit(b), 0);
@@ -920,7 +930,7 @@ static void test_cli_backpressure(void **state)
 	}
 	assert_int_equal(got, FLOOD_LINES);
 	assert_int_equal(wait_exit(a), 0);
-	assert_null(find_line(&a->e, "error:", false));
+	assert_no_error(a);
 	close_stdin(b);
 	assert_int_equal(wait_exit(b), 0);
 }
@@ -967,7 +977,7 @@ static void test_cli_broadcast(void **state)
 		}
 		/* 2 + 2 lines: nothing else, nothing twice. */
 		assert_int_equal(lines_starting(&all[i]->o, "", NULL), 4);
-		assert_null(find_line(&all[i]->e, "error:", false));
+		assert_no_error(all[i]);
 	}
 	for (int i = 0; i < 3; i++)
 		close_stdin(all[i]);
@@ -1036,8 +1046,8 @@ static void test_cli_relay(void **state)
 			 1);
 	assert_int_equal(count_lines(&z->o, idline(x->id, "down the chain")),
 			 1);
-	assert_null(find_line(&x->e, "error:", false));
-	assert_null(find_line(&z->e, "error:", false));
+	assert_no_error(x);
+	assert_no_error(z);
 	close_stdin(x);
 	assert_int_equal(wait_exit(x), 0);
 }

@@ -86,7 +86,7 @@ static bool type_known(unsigned int t)
 	       t == FRAME_PING || t == FRAME_PONG || t == FRAME_AUTH ||
 	       t == FRAME_PROOF || t == FRAME_ACK || t == FRAME_RESUME ||
 	       t == FRAME_DATA || t == FRAME_ROUTE || t == FRAME_FLOOD ||
-	       t == FRAME_LINKS || t == FRAME_UNREACH;
+	       t == FRAME_LINKS || t == FRAME_UNREACH || t == FRAME_RACK;
 }
 
 static void sample_hello(struct hello *h)
@@ -182,8 +182,8 @@ static void test_frame_decode_brute_type_flags(void **state)
 			proto++;
 		}
 	}
-	assert_int_equal(ok, 14);
-	assert_int_equal(proto, 256 - 14);
+	assert_int_equal(ok, 15);
+	assert_int_equal(proto, 256 - 15);
 	assert_int_equal(badmsg, 0xff00);
 }
 

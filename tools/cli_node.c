@@ -2,14 +2,13 @@
 /*
  * `pairmesh node`: runs one node. Lines on stdin ("TARGET TEXT") are sent,
  * messages received are printed on stdout, one per line. Everything runs in
- * the node's own loop: stdin, a signalfd and the --stats timerfd are
- * watched with pm_watch_fd().
+ * the node's own loop: stdin, a signalfd, the --stats timerfd and the
+ * --metrics server are watched with pm_watch_fd(). SIGHUP re-reads the
+ * --config file (see reload()).
  */
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
-#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -24,6 +23,10 @@
 
 #include "pairmesh.h"
 #include "cli.h"
+#include "metrics.h"
+#include "node_opts.h"
+#include "notify.h"
+#include "slog.h"
 
 #define LINE_CAP	(1u << 20)	/* stdin line buffer, newline too */
 #define TARGET_SHOW	64		/* bytes of a target shown in errors */
@@ -34,9 +37,21 @@ struct dial {
 	char *target;
 };
 
+/* A --connect address and the stream it gave, for removal on reload. */
+struct wanted {
+	char *addr;
+	struct pm_stream s;
+	uint64_t id;		/* the peer's id once known, else 0 */
+};
+
 struct cli {
 	struct pm_node *n;
-	int sfd;		/* signalfd: SIGINT, SIGTERM, SIGUSR1 */
+	struct node_opts o;	/* as given, or as last reloaded */
+	struct metrics *m;	/* --metrics server, or NULL */
+	struct wanted *want;	/* the --connect addresses, no duplicates */
+	size_t nwant;
+	uint64_t reloads_ok, reloads_failed;
+	int sfd;		/* signalfd: INT, TERM, USR1 (HUP: --config) */
 	int tfd;		/* --stats timerfd, or -1 */
 	bool pollable;		/* stdin can be watched (not a regular file) */
 	bool watching;		/* the stdin watch is installed */
@@ -59,7 +74,8 @@ void node_usage(FILE *f)
 "                     [--engine auto|io_uring|epoll] [--max-peers N]\n"
 "                     [--no-auto-connect] [--max-hops N] [--stats SECONDS]\n"
 "                     [--key-file FILE] [--keepalive MS] [--dead-after MS]\n"
-"                     [--resume MS]\n"
+"                     [--resume MS] [--config FILE] [--metrics [HOST:]PORT]\n"
+"                     [--log-level LEVEL] [--no-stdin]\n"
 "\n"
 "Runs one node of the mesh until stdin ends or SIGINT/SIGTERM arrives.\n"
 "Nodes tell each other whom they are connected to: a node learns the whole\n"
@@ -91,6 +107,19 @@ void node_usage(FILE *f)
 "                           5000; 0 = the stream ends at once)\n"
 "      --stats SECONDS      print a JSON stats line on stderr every SECONDS\n"
 "                           (decimals allowed); SIGUSR1 prints one anytime\n"
+"      --config FILE        read options from FILE first, one 'key = value'\n"
+"                           per line, keys named as the long options (see\n"
+"                           docs/SERVICE.md); the command line wins. SIGHUP\n"
+"                           reads it again: connect, stats, metrics and\n"
+"                           log-level take effect, other keys need a restart\n"
+"      --metrics [HOST:]PORT\n"
+"                           serve the counters over HTTP, Prometheus text\n"
+"                           format, at GET /metrics; PORT alone listens on\n"
+"                           127.0.0.1 only\n"
+"      --log-level LEVEL    error, warn, info or debug: stderr becomes logfmt\n"
+"                           lines (ts=... level=... msg=... key=value ...)\n"
+"                           instead of the text below\n"
+"      --no-stdin           do not read stdin (a service): run until SIGTERM\n"
 "  -h, --help               this text\n"
 "\n"
 "Input (stdin), one message per line:  TARGET TEXT\n"
@@ -107,8 +136,8 @@ void node_usage(FILE *f)
 "                       TEXT are printed as \\xHH)\n"
 "\n"
 "Stderr:\n"
-"  ready id=HEX16 listen=HOST:PORT engine=io_uring|epoll\n"
-"                      once, when the node listens (port is the real one)\n"
+"  ready id=HEX16 listen=HOST:PORT engine=io_uring|epoll [metrics=HOST:PORT]\n"
+"                      once, when the node listens (ports are the real ones)\n"
 "  error: TARGET: WHY  a line could not be sent (bad address, 'no route' to\n"
 "                      an id, '*' with 'no peers', refused or failed\n"
 "                      connect, message too big); the node keeps running\n"
@@ -121,8 +150,11 @@ void node_usage(FILE *f)
 "                      (null when unreachable), msgs_in, msgs_out,\n"
 "                      bytes_in, bytes_out, relayed), relayed, dropped\n"
 "                      {no_route, hop_limit, duplicate}, unreachable,\n"
-"                      route_changes, msgs_in, msgs_out\n"
+"                      route_changes, route_retransmits, msgs_in,\n"
+"                      msgs_out\n"
 "  error: WHY          startup failure (exit status 1)\n"
+"  reload: ...         SIGHUP: what changed, or 'error: reload: FILE:LINE: WHY'\n"
+"                      (the node keeps its old configuration)\n"
 "\n"
 "Exit status: 0 after EOF on stdin, SIGINT or SIGTERM (queued messages are\n"
 "sent and each stream closed, within 5 s); 1 when the node cannot start\n"
@@ -164,11 +196,63 @@ static const char *why(int err)
 	return buf;
 }
 
-static void send_error(const char *target, size_t tlen, int err)
+/*
+ * Without --log-level stderr keeps its text lines ("error: TARGET: WHAT"),
+ * which scripts read; with it every line is logfmt (slog.h).
+ */
+static bool structured(void)
 {
+	return slog_level() != SLOG_OFF;
+}
+
+/* Something about one target failed: msg is the logfmt message. */
+static void report(const char *msg, const char *target, size_t tlen,
+		   const char *what)
+{
+	struct slog_line l;
+
 	if (tlen > TARGET_SHOW)
 		tlen = TARGET_SHOW;
-	fprintf(stderr, "error: %.*s: %s\n", (int)tlen, target, why(err));
+	if (!structured()) {
+		fprintf(stderr, "error: %.*s: %s\n", (int)tlen, target, what);
+		return;
+	}
+	slog_begin(&l, PM_LOG_WARN, msg);
+	slog_strn(&l, "target", target, tlen);
+	slog_str(&l, "error", what);
+	slog_end(&l);
+}
+
+/* A failure with no target: "error: WHAT" or a logfmt line. */
+static void fail(const char *what)
+{
+	if (structured())
+		slog(PM_LOG_ERROR, what);
+	else
+		fprintf(stderr, "error: %s\n", what);
+}
+
+static void send_error(const char *target, size_t tlen, int err)
+{
+	report("send failed", target, tlen, why(err));
+}
+
+/*
+ * The library's own diagnostics: logfmt lines with --log-level, else the
+ * library's usual text. Always installed, as a reload may switch.
+ */
+static void on_log(struct pm_node *n, enum pm_log_level level,
+		   const char *msg, void *user)
+{
+	struct slog_line l;
+
+	if (!structured()) {
+		fprintf(stderr, "pairmesh: %s\n", msg);
+		return;
+	}
+	slog_begin(&l, level, msg);
+	slog_str(&l, "source", "library");
+	slog_end(&l);
 }
 
 static struct dial *dial_find(struct cli *c, struct pm_stream s)
@@ -248,7 +332,7 @@ static int send_line(struct cli *c, char *line, size_t len)
 	} else if (tlen == 1 && line[0] == '*') {
 		r = pm_broadcast(c->n, text, text_len);
 		if (r == 0)
-			fprintf(stderr, "error: *: no peers\n");
+			report("send failed", "*", 1, "no peers");
 		goto out;
 	} else if (is_node_id(line, tlen, &id)) {
 		/* Direct when there is a stream, else through relays. */
@@ -313,11 +397,11 @@ static void process_lines(struct cli *c)
 	if (!c->blocked && c->len == LINE_CAP) {
 		char *sp = memchr(c->buf, ' ', c->len);
 		size_t tlen = sp ? (size_t)(sp - c->buf) : c->len;
+		char what[64];
 
-		if (tlen > TARGET_SHOW)
-			tlen = TARGET_SHOW;
-		fprintf(stderr, "error: %.*s: line longer than %u bytes, "
-			"discarded\n", (int)tlen, c->buf, LINE_CAP - 1);
+		snprintf(what, sizeof(what), "line longer than %u bytes, "
+			 "discarded", LINE_CAP - 1);
+		report("line discarded", c->buf, tlen, what);
 		c->len = 0;
 		c->discarding = true;
 	}
@@ -350,7 +434,7 @@ static void read_stdin(struct cli *c)
 	if (r < 0) {
 		if (errno == EINTR || errno == EAGAIN)
 			return;
-		fprintf(stderr, "error: stdin: %s\n", why(-errno));
+		report("stdin failed", "stdin", 5, why(-errno));
 		r = 0;
 	}
 	if (r == 0)
@@ -371,7 +455,7 @@ static void watch_stdin(struct cli *c, bool on)
 	if (pm_watch_fd(c->n, STDIN_FILENO, on ? on_stdin : NULL, c) == 0)
 		c->watching = on;
 	else if (on)
-		fprintf(stderr, "error: cannot watch stdin\n");
+		fail("cannot watch stdin");
 }
 
 /* epoll refuses regular files and /dev/null: those are read in the loop. */
@@ -459,7 +543,7 @@ static void print_stats(struct cli *c)
 	peers = mesh_peers(c->n, &npeers);
 	f = open_memstream(&text, &len);
 	if (!peers || !f) {
-		fprintf(stderr, "error: stats: out of memory\n");
+		report("stats failed", "stats", 5, "out of memory");
 		goto out;
 	}
 	pm_node_stats(c->n, &st);
@@ -477,13 +561,14 @@ static void print_stats(struct cli *c)
 	fprintf(f, "],\"relayed\":%" PRIu64 ",\"dropped\":{\"no_route\":%"
 		PRIu64 ",\"hop_limit\":%" PRIu64 ",\"duplicate\":%" PRIu64
 		"},\"unreachable\":%" PRIu64 ",\"route_changes\":%" PRIu64
-		",\"msgs_in\":%" PRIu64 ",\"msgs_out\":%" PRIu64 "}\n",
+		",\"route_retransmits\":%" PRIu64 ",\"msgs_in\":%" PRIu64
+		",\"msgs_out\":%" PRIu64 "}\n",
 		st.relayed, st.dropped_no_route, st.dropped_hop_limit,
 		st.duplicates_dropped, st.unreachable, st.route_changes,
-		st.msgs_in, st.msgs_out);
+		st.route_retransmits, st.msgs_in, st.msgs_out);
 	if (fclose(f)) {
 		f = NULL;
-		fprintf(stderr, "error: stats: out of memory\n");
+		report("stats failed", "stats", 5, "out of memory");
 		goto out;
 	}
 	f = NULL;
@@ -503,6 +588,272 @@ out:
 	free(peers);
 }
 
+/* The tool's own families in the metrics scrape. */
+static void metrics_extra(FILE *f, void *user)
+{
+	struct cli *c = user;
+
+	fputs("# HELP pairmesh_config_reloads_total Configuration reloads "
+	      "(SIGHUP), by result.\n"
+	      "# TYPE pairmesh_config_reloads_total counter\n", f);
+	fprintf(f, "pairmesh_config_reloads_total{result=\"ok\"} %" PRIu64
+		"\n", c->reloads_ok);
+	fprintf(f, "pairmesh_config_reloads_total{result=\"error\"} %" PRIu64
+		"\n", c->reloads_failed);
+	fputs("# HELP pairmesh_config_peers Peer addresses to connect to "
+	      "(connect), as configured.\n"
+	      "# TYPE pairmesh_config_peers gauge\n", f);
+	fprintf(f, "pairmesh_config_peers %zu\n", c->nwant);
+}
+
+/* The --metrics server for spec; on failure WHY is logged. */
+static int start_metrics(struct cli *c, const char *spec)
+{
+	char addr[80];
+	int r = metrics_start(&c->m, c->n, spec, metrics_extra, c);
+
+	if (r) {
+		char what[160];
+
+		snprintf(what, sizeof(what), "metrics %s: %s", spec,
+			 r == -EADDRINUSE ? "address in use" : strerror(-r));
+		fail(what);
+		return r;
+	}
+	if (!metrics_loopback(c->m) && metrics_addr(c->m, addr,
+						    sizeof(addr)) > 0) {
+		struct slog_line l;
+
+		/* Not an error (a scraper on another host needs it), but
+		 * the counters name the mesh's members: say so once. */
+		slog_begin(&l, PM_LOG_WARN, "metrics served beyond loopback");
+		slog_str(&l, "addr", addr);
+		slog_end(&l);
+	}
+	return 0;
+}
+
+static struct wanted *want_find(struct cli *c, const char *addr)
+{
+	for (size_t i = 0; i < c->nwant; i++)
+		if (!strcmp(c->want[i].addr, addr))
+			return &c->want[i];
+	return NULL;
+}
+
+/*
+ * Dials addr unless a stream to it exists (pm_connect keeps the one there
+ * is), and remembers it. Returns 0, -ENOMEM, or pm_connect's error.
+ */
+static int want_add(struct cli *c, const char *addr)
+{
+	struct wanted *w = want_find(c, addr), *v;
+	struct pm_stream s;
+	int r;
+
+	r = pm_connect(c->n, addr, &s);
+	if (r)
+		return r;
+	dial_add(c, s, addr, strlen(addr));
+	if (w) {
+		w->s = s;	/* redialled if it had been lost */
+		return 0;
+	}
+	v = realloc(c->want, (c->nwant + 1) * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	c->want = v;
+	w = &v[c->nwant];
+	w->addr = strdup(addr);
+	if (!w->addr)
+		return -ENOMEM;
+	w->s = s;
+	w->id = 0;
+	pm_stream_peer_id(c->n, s, &w->id);
+	c->nwant++;
+	return 0;
+}
+
+/* Closes the stream a removed address gave (after what is queued). */
+static void want_del(struct cli *c, struct wanted *w)
+{
+	struct pm_stream s = w->s;
+	uint64_t id = w->id;
+
+	/* The handle may be stale after a merge: the id names the peer. */
+	if (id || !pm_stream_peer_id(c->n, w->s, &id))
+		pm_stream_by_id(c->n, id, &s);
+	pm_close(c->n, s);
+	free(w->addr);
+	*w = c->want[--c->nwant];
+}
+
+static void want_free(struct cli *c)
+{
+	for (size_t i = 0; i < c->nwant; i++)
+		free(c->want[i].addr);
+	free(c->want);
+	c->want = NULL;
+	c->nwant = 0;
+}
+
+static bool listed(char *const *v, size_t k, const char *s)
+{
+	for (size_t i = 0; i < k; i++)
+		if (!strcmp(v[i], s))
+			return true;
+	return false;
+}
+
+/* The --connect addresses of a reloaded config: added, removed, kept. */
+static void apply_connect(struct cli *c, const struct node_opts *next,
+			  size_t *added, size_t *removed)
+{
+	for (size_t i = 0; i < c->nwant;) {
+		if (listed(next->connect, next->nconnect, c->want[i].addr)) {
+			i++;
+			continue;
+		}
+		want_del(c, &c->want[i]);
+		(*removed)++;
+	}
+	for (size_t i = 0; i < next->nconnect; i++) {
+		bool had = want_find(c, next->connect[i]) != NULL;
+		int r = want_add(c, next->connect[i]);
+
+		if (r)
+			send_error(next->connect[i], strlen(next->connect[i]),
+				   r);
+		else if (!had)
+			(*added)++;
+	}
+}
+
+static int start_stats(struct cli *c);
+
+/* The options that apply at once; the others keep their old values. */
+static void apply(struct cli *c, struct node_opts *next, size_t *added,
+		  size_t *removed)
+{
+	bool period_differs = next->stats.tv_sec != c->o.stats.tv_sec ||
+			      next->stats.tv_nsec != c->o.stats.tv_nsec;
+	bool metrics_differ = (next->metrics == NULL) !=
+			      (c->o.metrics == NULL) ||
+			      (next->metrics && strcmp(next->metrics,
+						       c->o.metrics));
+
+	slog_set_level(next->log_level);
+	apply_connect(c, next, added, removed);
+	if (period_differs) {
+		c->o.stats = next->stats;
+		if (start_stats(c))
+			fail("stats timer: cannot set");
+	}
+	if (metrics_differ) {
+		/* Stop first: the new address may be the old port. */
+		metrics_stop(c->m);
+		c->m = NULL;
+		if (next->metrics && start_metrics(c, next->metrics)) {
+			/* Serve where it was; NULL makes the next reload
+			 * try the new address again. */
+			free(next->metrics);
+			next->metrics = NULL;
+			if (c->o.metrics && !start_metrics(c, c->o.metrics))
+				next->metrics = strdup(c->o.metrics);
+		}
+	}
+}
+
+/* Swaps the start-only options of old into next, so that next is what
+ * runs and the next reload compares with it. */
+static void keep_start_only(struct node_opts *old, struct node_opts *next)
+{
+	char *listen = next->listen, *key_file = next->key_file;
+
+	next->cfg = old->cfg;
+	next->listen = old->listen;
+	next->key_file = old->key_file;
+	old->listen = listen;
+	old->key_file = key_file;
+	memcpy(next->key, old->key, sizeof(next->key));
+	next->no_stdin = old->no_stdin;
+	/* The command line, applied again at every reload. */
+	next->args = old->args;
+	next->nargs = old->nargs;
+	old->args = NULL;
+	old->nargs = 0;
+}
+
+static void log_reload(struct cli *c, const char *const *pending,
+		       size_t npending, size_t added, size_t removed)
+{
+	struct slog_line l;
+	char keys[256] = "";
+
+	for (size_t i = 0; i < npending && i < 16; i++)
+		snprintf(keys + strlen(keys), sizeof(keys) - strlen(keys),
+			 "%s%s", i ? "," : "", pending[i]);
+	if (!structured()) {
+		fprintf(stderr, "reload: ok peers=%zu added=%zu removed=%zu",
+			c->nwant, added, removed);
+		if (npending)
+			fprintf(stderr, " restart-needed=%s", keys);
+		fputc('\n', stderr);
+		return;
+	}
+	slog_begin(&l, PM_LOG_INFO, "config reloaded");
+	slog_str(&l, "file", c->o.config);
+	slog_u64(&l, "peers", c->nwant);
+	slog_u64(&l, "added", added);
+	slog_u64(&l, "removed", removed);
+	slog_end(&l);
+	if (npending) {
+		slog_begin(&l, PM_LOG_WARN, "changed keys need a restart");
+		slog_str(&l, "keys", keys);
+		slog_end(&l);
+	}
+}
+
+/*
+ * SIGHUP: reads the config file again. A bad file changes nothing. Peers
+ * added are dialled, peers removed are closed, and the streams to the
+ * others are left as they are.
+ */
+static void reload(struct cli *c)
+{
+	struct node_opts next;
+	const char *pending[16];
+	size_t npending, added = 0, removed = 0;
+	char err[512];
+	int r;
+
+	notify_systemd("RELOADING=1");
+	r = opts_reload(&c->o, &next, err, sizeof(err));
+	if (r) {
+		c->reloads_failed++;
+		if (structured()) {
+			struct slog_line l;
+
+			slog_begin(&l, PM_LOG_ERROR, "config reload failed");
+			slog_str(&l, "error", err);
+			slog_end(&l);
+		} else {
+			fprintf(stderr, "error: reload: %s\n", err);
+		}
+		opts_free(&next);
+		notify_systemd("READY=1");
+		return;
+	}
+	npending = opts_restart_only(&c->o, &next, pending, 16);
+	keep_start_only(&c->o, &next);
+	apply(c, &next, &added, &removed);
+	opts_free(&c->o);
+	c->o = next;
+	c->reloads_ok++;
+	log_reload(c, pending, npending, added, removed);
+	notify_systemd("READY=1");
+}
+
 static void on_signal(struct pm_node *n, int fd, void *user)
 {
 	struct cli *c = user;
@@ -511,6 +862,8 @@ static void on_signal(struct pm_node *n, int fd, void *user)
 	while (read(fd, &si, sizeof(si)) == sizeof(si)) {
 		if (si.ssi_signo == SIGUSR1)
 			print_stats(c);
+		else if (si.ssi_signo == SIGHUP)
+			reload(c);
 		else
 			c->quit = true;
 	}
@@ -543,6 +896,20 @@ static int on_message(struct pm_node *n, const struct pm_message *m,
 	return 0;
 }
 
+static void closed_text(const struct pm_event *ev, const char *target,
+			const char *what)
+{
+	if (target)
+		fprintf(stderr, "error: %s: %s", target, what);
+	else
+		fprintf(stderr, "closed: %016" PRIx64 " %s", ev->peer_id,
+			what);
+	if (ev->unsent)
+		fprintf(stderr, ", %" PRIu64 " message%s not sent",
+			ev->unsent, ev->unsent == 1 ? "" : "s");
+	fputc('\n', stderr);
+}
+
 static void on_closed(struct cli *c, const struct pm_event *ev)
 {
 	struct dial *d = dial_find(c, ev->stream);
@@ -557,36 +924,61 @@ static void on_closed(struct cli *c, const struct pm_event *ev)
 	/* Our own shutdown closes everything: only losses are news. */
 	if (c->stopping && !ev->unsent)
 		what = NULL;
-	if (what && d && (!ev->peer_id || ev->unsent)) {
-		fprintf(stderr, "error: %s: %s", d->target, what);
-		if (ev->unsent)
-			fprintf(stderr, ", %" PRIu64 " message%s not sent",
-				ev->unsent, ev->unsent == 1 ? "" : "s");
-		fputc('\n', stderr);
+	/* A dial that never reached its node, or lost messages, is an
+	 * error about the address it was named by. */
+	bool failed = d && (!ev->peer_id || ev->unsent);
+
+	if (what && !structured()) {
+		closed_text(ev, failed ? d->target : NULL, what);
 	} else if (what) {
-		fprintf(stderr, "closed: %016" PRIx64 " %s", ev->peer_id, what);
-		if (ev->unsent)
-			fprintf(stderr, ", %" PRIu64 " message%s not sent",
-				ev->unsent, ev->unsent == 1 ? "" : "s");
-		fputc('\n', stderr);
+		struct slog_line l;
+
+		slog_begin(&l, failed ? PM_LOG_WARN : PM_LOG_INFO,
+			   "stream closed");
+		if (ev->peer_id)
+			slog_id(&l, "peer", ev->peer_id);
+		if (d)
+			slog_str(&l, "target", d->target);
+		slog_str(&l, "reason", what);
+		slog_u64(&l, "unsent", ev->unsent);
+		slog_end(&l);
 	}
 	if (d)
 		dial_del(c, d);
 }
 
+static void on_connected(struct cli *c, const struct pm_event *ev)
+{
+	struct dial *d = dial_find(c, ev->stream);
+	struct slog_line l;
+
+	for (size_t i = 0; i < c->nwant; i++)
+		if (c->want[i].s.h == ev->stream.h)
+			c->want[i].id = ev->peer_id;
+	slog_begin(&l, PM_LOG_INFO, "stream connected");
+	slog_id(&l, "peer", ev->peer_id);
+	if (d)
+		slog_str(&l, "target", d->target);
+	slog_end(&l);
+}
+
 static void on_event(struct pm_node *n, const struct pm_event *ev, void *user)
 {
 	struct cli *c = user;
+	char hex[20];
 
 	switch (ev->type) {
+	case PM_EV_CONNECTED:
+		on_connected(c, ev);
+		return;
 	case PM_EV_CLOSED:
 		on_closed(c, ev);
 		break;
 	case PM_EV_WRITABLE:
 		break;
 	case PM_EV_UNREACHABLE:
-		fprintf(stderr, "error: %016" PRIx64 ": unreachable\n",
-			ev->peer_id);
+		snprintf(hex, sizeof(hex), "%016" PRIx64, ev->peer_id);
+		report("message unreachable", hex, 16, "unreachable");
 		return;
 	default:
 		return;
@@ -598,163 +990,6 @@ static void on_event(struct pm_node *n, const struct pm_event *ev, void *user)
 	}
 }
 
-static int parse_u64(const char *s, int base, uint64_t max, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-
-	if (!*s || *s == '-' || *s == '+' || isspace((unsigned char)*s))
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, base);
-	if (errno || *end || v > max)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-struct args {
-	struct pm_config cfg;
-	char **connect;
-	int nconnect;
-	struct timespec stats;	/* --stats period; zero: none */
-	uint8_t key[32];	/* --key-file */
-};
-
-/* SECONDS for --stats: positive, decimals allowed, at most a day. */
-static int parse_period(const char *s, struct timespec *out)
-{
-	char *end;
-	double v;
-
-	if (!*s || isspace((unsigned char)*s))
-		return -EINVAL;
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || *end || !isfinite(v) || v < 0.001 || v > 86400)
-		return -EINVAL;
-	out->tv_sec = (time_t)v;
-	out->tv_nsec = (long)((v - (double)out->tv_sec) * 1e9);
-	return 0;
-}
-
-static int parse_args(int argc, char *argv[], struct args *a)
-{
-	static const struct option opts[] = {
-		{ "listen", required_argument, NULL, 'l' },
-		{ "connect", required_argument, NULL, 'c' },
-		{ "id", required_argument, NULL, 'i' },
-		{ "engine", required_argument, NULL, 'e' },
-		{ "max-peers", required_argument, NULL, 'm' },
-		{ "no-auto-connect", no_argument, NULL, 'A' },
-		{ "max-hops", required_argument, NULL, 'H' },
-		{ "stats", required_argument, NULL, 's' },
-		{ "key-file", required_argument, NULL, 'K' },
-		{ "keepalive", required_argument, NULL, 'k' },
-		{ "dead-after", required_argument, NULL, 'd' },
-		{ "resume", required_argument, NULL, 'r' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 }
-	};
-	uint64_t v;
-	int o;
-
-	a->connect = calloc((size_t)argc, sizeof(*a->connect));
-	if (!a->connect)
-		return -ENOMEM;
-	opterr = 0;
-	optind = 1;
-	while ((o = getopt_long(argc, argv, "+l:c:e:h", opts, NULL)) != -1) {
-		switch (o) {
-		case 'l':
-			a->cfg.listen = optarg;
-			break;
-		case 'c':
-			a->connect[a->nconnect++] = optarg;
-			break;
-		case 'i':
-			if (strlen(optarg) > 16 || parse_u64(optarg, 16,
-							     UINT64_MAX, &v) ||
-			    !v)
-				return bad_usage("--id '%s': want 1 to 16 hex "
-						 "digits, not all zero",
-						 optarg);
-			a->cfg.node_id = v;
-			break;
-		case 'e':
-			if (!strcmp(optarg, "auto"))
-				a->cfg.engine = PM_ENGINE_AUTO;
-			else if (!strcmp(optarg, "io_uring"))
-				a->cfg.engine = PM_ENGINE_IO_URING;
-			else if (!strcmp(optarg, "epoll"))
-				a->cfg.engine = PM_ENGINE_EPOLL;
-			else
-				return bad_usage("--engine '%s': want auto, "
-						 "io_uring or epoll", optarg);
-			break;
-		case 'm':
-			if (parse_u64(optarg, 10, UINT32_MAX, &v) || !v)
-				return bad_usage("--max-peers '%s': want a "
-						 "positive number", optarg);
-			a->cfg.max_peers = (uint32_t)v;
-			break;
-		case 'A':
-			a->cfg.no_auto_connect = true;
-			break;
-		case 'H':
-			if (parse_u64(optarg, 10, UINT8_MAX, &v) || !v)
-				return bad_usage("--max-hops '%s': want 1 to "
-						 "255", optarg);
-			a->cfg.max_hops = (uint8_t)v;
-			break;
-		case 'K': {
-			int k = pm_key_load(optarg, a->key);
-
-			if (k) {
-				fprintf(stderr, "error: --key-file '%s': %s\n",
-					optarg, k == -EINVAL ? "want 64 hex "
-					"digits or 32 bytes" : strerror(-k));
-				return 2;
-			}
-			a->cfg.key = a->key;
-			a->cfg.key_len = sizeof(a->key);
-			break;
-		}
-		case 'k':
-		case 'd':
-		case 'r':
-			if (parse_u64(optarg, 10, 3600000, &v))
-				return bad_usage("--keepalive, --dead-after, "
-						 "--resume '%s': want "
-						 "milliseconds, 0 to 3600000",
-						 optarg);
-			if (o == 'k')
-				a->cfg.keepalive_ms = (uint32_t)v;
-			else if (o == 'd')
-				a->cfg.dead_ms = (uint32_t)v;
-			else
-				a->cfg.resume_ms = (uint32_t)v;
-			break;
-		case 's':
-			if (parse_period(optarg, &a->stats))
-				return bad_usage("--stats '%s': want seconds, "
-						 "0.001 to 86400", optarg);
-			break;
-		case 'h':
-			node_usage(stdout);
-			return 1;
-		case '?':
-			return bad_usage("bad option or missing value: '%s'",
-					 argv[optind - 1]);
-		default:
-			return bad_usage("bad option '%s'", argv[optind - 1]);
-		}
-	}
-	if (optind < argc)
-		return bad_usage("unexpected argument '%s'", argv[optind]);
-	return 0;
-}
-
 static int start_signals(struct cli *c)
 {
 	sigset_t mask;
@@ -763,6 +998,10 @@ static int start_signals(struct cli *c)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGUSR1);
+	/* Without a file to re-read, a hangup ends the node as it always
+	 * did (a closed terminal must not leave it behind). */
+	if (c->o.config)
+		sigaddset(&mask, SIGHUP);
 	/* Block first: a signal now waits in the signalfd, never kills. */
 	if (sigprocmask(SIG_BLOCK, &mask, NULL))
 		return -errno;
@@ -772,38 +1011,42 @@ static int start_signals(struct cli *c)
 	return pm_watch_fd(c->n, c->sfd, on_signal, c);
 }
 
-/* The --stats timer: a periodic timerfd read in the node's loop. */
-static int start_stats(struct cli *c, const struct args *a)
+/* The --stats timer: a periodic timerfd read in the node's loop; a zero
+ * period (no --stats, or removed on reload) disarms it. */
+static int start_stats(struct cli *c)
 {
-	struct itimerspec its = { .it_value = a->stats,
-				  .it_interval = a->stats };
+	struct itimerspec its = { .it_value = c->o.stats,
+				  .it_interval = c->o.stats };
 
-	if (!a->stats.tv_sec && !a->stats.tv_nsec)
+	if (c->tfd < 0 && !its.it_value.tv_sec && !its.it_value.tv_nsec)
 		return 0;
-	c->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-	if (c->tfd < 0)
-		return -errno;
+	if (c->tfd < 0) {
+		c->tfd = timerfd_create(CLOCK_MONOTONIC,
+					TFD_NONBLOCK | TFD_CLOEXEC);
+		if (c->tfd < 0)
+			return -errno;
+		if (pm_watch_fd(c->n, c->tfd, on_timer, c))
+			return -ENOSPC;
+	}
 	if (timerfd_settime(c->tfd, 0, &its, NULL))
 		return -errno;
-	return pm_watch_fd(c->n, c->tfd, on_timer, c);
+	return 0;
 }
 
 /* The --connect addresses. -EINVAL is a usage error, others are not. */
-static int dial_all(struct cli *c, const struct args *a)
+static int dial_all(struct cli *c)
 {
-	struct pm_stream s;
-
-	for (int i = 0; i < a->nconnect; i++) {
-		int r = pm_connect(c->n, a->connect[i], &s);
+	for (size_t i = 0; i < c->o.nconnect; i++) {
+		const char *addr = c->o.connect[i];
+		int r = want_add(c, addr);
 
 		if (r == -EINVAL)
 			return bad_usage("--connect '%s': want HOST:PORT",
-					 a->connect[i]);
+					 addr);
 		if (r) {
-			send_error(a->connect[i], strlen(a->connect[i]), r);
+			send_error(addr, strlen(addr), r);
 			return 1;
 		}
-		dial_add(c, s, a->connect[i], strlen(a->connect[i]));
 	}
 	return 0;
 }
@@ -812,11 +1055,15 @@ static int run(struct cli *c)
 {
 	while (!c->quit) {
 		/* Unwatchable stdin never blocks: read it between turns. */
-		bool poll_stdin = !c->pollable && !c->blocked && !c->eof;
+		bool poll_stdin = !c->o.no_stdin && !c->pollable &&
+				  !c->blocked && !c->eof;
 		int r = pm_node_run(c->n, poll_stdin ? 0 : -1);
 
 		if (r < 0 && r != -EINTR) {
-			fprintf(stderr, "error: node loop: %s\n", why(r));
+			char what[128];
+
+			snprintf(what, sizeof(what), "node loop: %s", why(r));
+			fail(what);
 			return 1;
 		}
 		if (poll_stdin && !c->quit)
@@ -840,81 +1087,124 @@ static void drain_self(struct cli *c)
 			break;
 }
 
-static void start_error(const struct args *a, int r)
+static void start_error(const struct pm_config *cfg, int r)
 {
+	char what[160];
+
 	switch (r) {
 	case -EADDRINUSE:
-		fprintf(stderr, "error: listen %s: address in use\n",
-			a->cfg.listen);
+		snprintf(what, sizeof(what), "listen %s: address in use",
+			 cfg->listen);
 		break;
 	case -EPROTONOSUPPORT:
-		fprintf(stderr, "error: io_uring refused by the kernel "
-			"(try --engine epoll)\n");
+		snprintf(what, sizeof(what), "io_uring refused by the kernel "
+			 "(try --engine epoll)");
 		break;
 	default:
-		fprintf(stderr, "error: cannot start the node: %s\n",
-			strerror(-r));
+		snprintf(what, sizeof(what), "cannot start the node: %s",
+			 strerror(-r));
 	}
+	fail(what);
+}
+
+static void say_ready(struct cli *c)
+{
+	char addr[128], maddr[80] = "";
+	struct slog_line l;
+
+	if (pm_node_listen_addr(c->n, addr, sizeof(addr)) < 0)
+		snprintf(addr, sizeof(addr), "?");
+	if (c->m && metrics_addr(c->m, maddr, sizeof(maddr)) < 0)
+		snprintf(maddr, sizeof(maddr), "?");
+	if (!structured()) {
+		fprintf(stderr, "ready id=%016" PRIx64 " listen=%s engine=%s",
+			pm_node_id(c->n), addr, pm_node_engine(c->n));
+		if (c->m)
+			fprintf(stderr, " metrics=%s", maddr);
+		fputc('\n', stderr);
+		fflush(stderr);
+	} else {
+		slog_begin(&l, PM_LOG_INFO, "ready");
+		slog_id(&l, "id", pm_node_id(c->n));
+		slog_str(&l, "listen", addr);
+		slog_str(&l, "engine", pm_node_engine(c->n));
+		if (c->m)
+			slog_str(&l, "metrics", maddr);
+		slog_u64(&l, "peers", c->nwant);
+		slog_end(&l);
+	}
+	notify_systemd("READY=1");
+}
+
+/* Starts what runs beside the node. Returns the exit status, 0 to run. */
+static int start_extras(struct cli *c)
+{
+	char what[128];
+	int r;
+
+	r = start_signals(c);
+	if (r) {
+		snprintf(what, sizeof(what), "signals: %s", strerror(-r));
+		fail(what);
+		return 1;
+	}
+	r = start_stats(c);
+	if (r) {
+		snprintf(what, sizeof(what), "stats timer: %s", strerror(-r));
+		fail(what);
+		return 1;
+	}
+	if (c->o.metrics && start_metrics(c, c->o.metrics))
+		return 1;
+	return dial_all(c);
 }
 
 int node_main(int argc, char *argv[])
 {
 	struct cli c = { .sfd = -1, .tfd = -1 };
-	struct args a = { 0 };
-	char addr[128];
+	struct pm_config cfg;
 	int r, status;
 
-	pm_config_init(&a.cfg);
-	r = parse_args(argc, argv, &a);
+	r = opts_parse(&c.o, argc, argv);
 	if (r) {
-		free(a.connect);
+		opts_free(&c.o);
 		return r == 1 ? 0 : r < 0 ? 1 : r;
 	}
+	slog_set_level(c.o.log_level);
 	c.buf = malloc(LINE_CAP);
 	if (!c.buf) {
-		fprintf(stderr, "error: out of memory\n");
-		free(a.connect);
+		fail("out of memory");
+		opts_free(&c.o);
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	a.cfg.on_message = on_message;
-	a.cfg.on_event = on_event;
-	a.cfg.user = &c;
-	r = pm_node_create(&c.n, &a.cfg);
+	opts_pm_config(&c.o, &cfg);
+	cfg.on_message = on_message;
+	cfg.on_event = on_event;
+	cfg.on_log = on_log;
+	cfg.user = &c;
+	r = pm_node_create(&c.n, &cfg);
 	if (r == -EINVAL) {
 		status = bad_usage("invalid configuration (--listen '%s' "
-				   "or --max-peers)", a.cfg.listen);
+				   "or --max-peers)", cfg.listen);
 		goto out_free;
 	}
 	if (r) {
-		start_error(&a, r);
+		start_error(&cfg, r);
 		status = 1;
 		goto out_free;
 	}
-	r = start_signals(&c);
-	if (r) {
-		fprintf(stderr, "error: signals: %s\n", strerror(-r));
-		status = 1;
-		goto out_destroy;
-	}
-	r = start_stats(&c, &a);
-	if (r) {
-		fprintf(stderr, "error: stats timer: %s\n", strerror(-r));
-		status = 1;
-		goto out_destroy;
-	}
-	status = dial_all(&c, &a);
+	status = start_extras(&c);
 	if (status)
 		goto out_destroy;
-	c.pollable = fd_pollable(STDIN_FILENO);
-	watch_stdin(&c, true);
-	if (pm_node_listen_addr(c.n, addr, sizeof(addr)) < 0)
-		snprintf(addr, sizeof(addr), "?");
-	fprintf(stderr, "ready id=%016" PRIx64 " listen=%s engine=%s\n",
-		pm_node_id(c.n), addr, pm_node_engine(c.n));
-	fflush(stderr);
+	if (!c.o.no_stdin) {
+		c.pollable = fd_pollable(STDIN_FILENO);
+		watch_stdin(&c, true);
+	}
+	say_ready(&c);
 
 	status = run(&c);
+	notify_systemd("STOPPING=1");
 	/* No more input during the shutdown: it only flushes and closes. */
 	watch_stdin(&c, false);
 	pm_watch_fd(c.n, c.sfd, NULL, NULL);
@@ -922,10 +1212,16 @@ int node_main(int argc, char *argv[])
 		pm_watch_fd(c.n, c.tfd, NULL, NULL);
 	c.stopping = true;
 	drain_self(&c);
-	if (pm_node_shutdown(c.n, 5000) == -ETIMEDOUT)
-		fprintf(stderr, "closed: shutdown timed out, some peers did "
-			"not drain\n");
+	if (pm_node_shutdown(c.n, 5000) == -ETIMEDOUT) {
+		if (structured())
+			slog(PM_LOG_WARN, "shutdown timed out, some peers did "
+			     "not drain");
+		else
+			fprintf(stderr, "closed: shutdown timed out, some "
+				"peers did not drain\n");
+	}
 out_destroy:
+	metrics_stop(c.m);
 	pm_node_destroy(c.n);
 	if (c.sfd >= 0)
 		close(c.sfd);
@@ -935,7 +1231,8 @@ out_free:
 	while (c.ndials)
 		dial_del(&c, &c.dials[0]);
 	free(c.dials);
+	want_free(&c);
 	free(c.buf);
-	free(a.connect);
+	opts_free(&c.o);
 	return status;
 }

@@ -13,9 +13,9 @@
  *           killed; or it is S's tail and S or T's last process was killed;
  *           or T had a killed process and nothing before it arrived
  *   relay   between two numbers the same process of T got (a hole in a
- *           live pair), allowed with --relay-loss-ok: relayed frames are
- *           acknowledged hop by hop, so a relay killed with frames in
- *           hand loses them (docs/PROTOCOL.md §11.7)
+ *           live pair), allowed only with --relay-loss-ok: for a mesh
+ *           whose relays acknowledge hop by hop only (before routed
+ *           sessions, docs/PROTOCOL.md §10.8); counted as live otherwise
  *   live    any other: lost while both ends lived, a bug
  *
  * Exit 0 when nothing was duplicated, reordered, corrupted, lost "live"

@@ -151,15 +151,35 @@ static void links(struct buf *b, uint64_t origin, uint64_t seq,
 	frame(b, FRAME_LINKS, p, (uint32_t)len);
 }
 
+/* FLOOD: the mesh header and the message. ROUTE: the routed session's
+ * epoch and sequence come between (seq 0: none, a short frame). */
 static void routed(struct buf *b, uint8_t type, uint64_t a, uint64_t x,
 		   uint8_t ttl, const char *msg)
 {
-	uint8_t p[MESH_HDR + 64];
-	size_t n = strlen(msg);
+	static uint64_t rseq;
+	uint8_t p[ROUTE_HDR + 64];
+	size_t n = strlen(msg), h = MESH_HDR;
 
 	mesh_hdr(p, a, x, 0, ttl, 0);
-	memcpy(p + MESH_HDR, msg, n);
-	frame(b, type, p, (uint32_t)(MESH_HDR + n));
+	if (type == FRAME_ROUTE) {
+		put_be64(p + MESH_HDR, 1000);	/* epoch */
+		put_be64(p + MESH_HDR + 8, ++rseq);
+		h = ROUTE_HDR;
+	}
+	memcpy(p + h, msg, n);
+	frame(b, type, p, (uint32_t)(h + n));
+}
+
+/* RACK from acker to origin: the origin's epoch-1000 session up to seq. */
+static void rack(struct buf *b, uint64_t acker, uint64_t origin,
+		 uint64_t seq)
+{
+	uint8_t p[RACK_LEN];
+
+	mesh_hdr(p, acker, origin, 0, 16, 0);
+	put_be64(p + MESH_HDR, 1000);
+	put_be64(p + MESH_HDR + 8, seq);
+	frame(b, FRAME_RACK, p, sizeof(p));
 }
 
 static void unreach(struct buf *b, uint64_t origin, uint64_t dst,
@@ -187,6 +207,8 @@ static void mesh_frames(struct buf *b, uint64_t me, uint64_t seq)
 	routed(b, FRAME_FLOOD, me, seq, 16, "again: a duplicate");
 	unreach(b, PEER_ID, me, OTHER_ID);
 	unreach(b, me, NODE_ID, OTHER_ID);
+	rack(b, me, NODE_ID, 1);
+	rack(b, me, OTHER_ID, 2);
 }
 
 /* A fuzz_handshake seed: mode, two cut points, then the bytes. */
