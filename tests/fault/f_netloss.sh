@@ -58,8 +58,8 @@ faults=$((faults + 1))
 sleep 4
 ip -n "$nsa" link set ab up || fail "ab up"
 sleep 2
-note "timeouts: a $(stat a timeouts), b $(stat b timeouts);" \
-	"resumed: a $(stat a resumed), b $(stat b resumed)"
-[ "$(stat a resumed)" -gt 0 ] || [ "$(stat b resumed)" -gt 0 ] ||
+note "timeouts: a $(node_stat a timeouts), b $(node_stat b timeouts);" \
+	"resumed: a $(node_stat a resumed), b $(node_stat b resumed)"
+[ "$(node_stat a resumed)" -gt 0 ] || [ "$(node_stat b resumed)" -gt 0 ] ||
 	fail "no stream resumed: the link cut did not end a connection"
 finish

@@ -20,8 +20,8 @@ start a "" --listen 127.0.0.1:0 --id a1 "${common[@]}" --to c3 \
 start c "" --listen 127.0.0.1:0 --id c3 "${common[@]}" --to a1 \
 	--rate 1000 --connect "${ADDR[b]}" --connect "${ADDR[d]}"
 sleep 2
-rb=$(stat b relayed)
-rd=$(stat d relayed)
+rb=$(node_stat b relayed)
+rd=$(node_stat d relayed)
 note "relayed so far: b $rb, d $rd"
 [ $((rb + rd)) -gt 0 ] || fail "nothing was relayed: no path through B or D"
 victim=b
@@ -31,8 +31,8 @@ kill9 "$victim"
 sleep 3
 other=d
 [ $victim = d ] && other=b
-before=$(stat "$other" relayed)
+before=$(node_stat "$other" relayed)
 sleep 1
-[ "$(stat "$other" relayed)" -gt "$before" ] ||
+[ "$(node_stat "$other" relayed)" -gt "$before" ] ||
 	fail "no traffic through $other after $victim died"
 finish

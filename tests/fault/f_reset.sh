@@ -40,7 +40,7 @@ faults=$((faults + 1))
 sleep 1
 ip netns exec "$ns" nft delete table inet pmfault || fail "nft delete"
 sleep 1
-[ "$(stat a resumed)" -gt 0 ] || [ "$(stat b resumed)" -gt 0 ] ||
+[ "$(node_stat a resumed)" -gt 0 ] || [ "$(node_stat b resumed)" -gt 0 ] ||
 	fail "no stream resumed: the resets did not hit"
-note "resumed: a $(stat a resumed), b $(stat b resumed)"
+note "resumed: a $(node_stat a resumed), b $(node_stat b resumed)"
 finish

@@ -29,5 +29,5 @@ faults=$((faults + 1))
 sleep 3
 kill -CONT "${PID[b]}"
 sleep 2
-note "a: timeouts $(stat a timeouts), resumed $(stat a resumed)"
+note "a: timeouts $(node_stat a timeouts), resumed $(node_stat a resumed)"
 finish

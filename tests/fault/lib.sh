@@ -131,8 +131,8 @@ start() {
 	ADDR[$name]=$(echo "$line" | sed 's/.* listen=\([^ ]*\).*/\1/')
 }
 
-# stat NAME KEY: a pm_node_stats value from NAME's latest report.
-stat() {
+# node_stat NAME KEY: a pm_node_stats value from NAME's latest report.
+node_stat() {
 	local rep
 
 	rep=$(ls -t "$dir/$1".*.rep 2>/dev/null | head -n1)
