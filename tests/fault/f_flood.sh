@@ -35,7 +35,8 @@ for i in $(seq 1 300); do
 done
 [ "$(sent_count c)" -ge 500 ] ||
 	fail "c could not send its 500 messages after the flood"
-note "s: rejected_busy $(node_stat s rejected_busy), timeouts $(node_stat s timeouts)"
+note "s: rejected_busy $(node_stat s rejected_busy)," \
+	"timeouts $(node_stat s timeouts)"
 [ "$(node_stat s rejected_busy)" -gt 0 ] || fail "s refused no connection"
 [ "$(node_stat s timeouts)" -gt 0 ] || fail "s timed no handshake out"
 finish

@@ -195,6 +195,7 @@ finish() {
 	note "faults injected: $faults"
 	echo "FAULTS $T $faults $CHECK_LINE"
 	[ $ok = 1 ] || fail "messages still missing after 20 s of draining"
-	[ $st = 0 ] || fail "seqcheck found lost, duplicated, reordered or corrupt messages, or a process over $RSS_LIMIT_KB kB"
+	[ $st = 0 ] || fail "seqcheck found lost, duplicated, reordered" \
+		"or corrupt messages, or a process over $RSS_LIMIT_KB kB"
 	echo "PASS $T"
 }

@@ -31,8 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SEQ_HDR		32	/* origin, incarnation, sequence, dest */
-#define SEQ_MAX_GAPS	64	/* gap lines written per origin, at most */
+#define SEQ_HDR		32	/* origin, incarnation, seq, dest */
+#define SEQ_MAX_GAPS	64	/* gap lines per origin, at most */
 
 static inline unsigned char seq_filler(uint64_t inc, uint64_t seq, size_t j)
 {

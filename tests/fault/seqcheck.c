@@ -49,7 +49,7 @@ struct report {
 	char *path;
 	uint64_t id, inc, start_us;
 	int pid;
-	bool killed;		/* no final report, process gone: SIGKILLed */
+	bool killed;		/* no final report, process gone */
 	size_t rss_kb, rss_max_kb, hwm_kb;
 	uint64_t bad;
 	struct sent *sent;
@@ -361,7 +361,8 @@ static void orphans(bool relay_ok, bool verbose)
 							   rep[k].nsent,
 							   sizeof(struct sent));
 					rep[k].sent[rep[k].nsent++] =
-						(struct sent){ .dest = rep[h].id };
+						(struct sent){
+							.dest = rep[h].id };
 				}
 			}
 			if (!found) {
@@ -373,7 +374,8 @@ static void orphans(bool relay_ok, bool verbose)
 				rep[nrep].inc = c->inc;
 				rep[nrep].killed = true;
 				nrep++;
-				h = (size_t)-1;	/* rep moved: start over */
+				/* rep moved: start over */
+				h = (size_t)-1;
 				break;
 			}
 		}

@@ -36,8 +36,8 @@
 #define MAX_TARGETS	64
 #define MAX_CONNECT	64
 #define MAX_PAUSED	64
-#define REDIAL_MS	100	/* after a stream ended, before dialling again */
-#define NOROUTE_MS	10	/* after -EHOSTUNREACH, before trying again */
+#define REDIAL_MS	100	/* after a stream ended, till a redial */
+#define NOROUTE_MS	10	/* after -EHOSTUNREACH, before retrying */
 #define BURST_MS	100	/* a rate limit may catch up this much */
 
 struct target {

@@ -49,8 +49,9 @@ launch() {	# launch I: (re)starts node I
 		args+=(--peer "$((j + 1))@127.0.0.1:$((base + j))")
 	done
 	start "n$i" "$ns" --listen "127.0.0.1:$((base + i))" --id $((i + 1)) \
-		--rate "$rate" --size 32:2048 --keepalive 300 --dead-after 1500 \
-		--resume 10000 --reconnect-max 500 "${args[@]}"
+		--rate "$rate" --size 32:2048 --keepalive 300 \
+		--dead-after 1500 --resume 10000 --reconnect-max 500 \
+		"${args[@]}"
 }
 
 # In the namespace, through nft; both directions of node I's port.
