@@ -229,13 +229,9 @@ test: deps
 # (they skip without it). CI runs it after make test.
 #
 # FAULT_XFAIL: scenarios (NAME or NAME/ENGINE) whose failure is reported as
-# known and does not fail the run, only while their bug is open:
-#  reset, netloss: a resumed stream is sometimes closed as a protocol
-#         error: the peer's first ACK on the new connection covers bytes
-#         sent on the old one that are not re-sent yet (peer_acked: done >
-#         tx_sent), and the stream's unacknowledged messages are lost.
-#         Seen mostly with epoll, once with io_uring (in the soak).
-FAULT_XFAIL ?= reset netloss
+# known and does not fail the run, only while their bug is open. None now
+# (reset and netloss were, until commit a6b7c10 fixed the resume ACK race).
+FAULT_XFAIL ?=
 fault: deps
 	$(Q)$(MAKE) --no-print-directory tests
 	$(Q)BUILD=$(BUILD) FAULT_XFAIL="$(FAULT_XFAIL)" bash tests/fault/run.sh

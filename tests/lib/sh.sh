@@ -77,12 +77,17 @@ start()
 	PIDS="$PIDS $!"
 }
 
-# free_port: prints a TCP port nothing listens on now (from 20000-59999).
+# free_port: prints a TCP port nothing listens on now, below the kernel's
+# ephemeral range (32768-60999 by default), where a dial's local port could
+# take it between this check and the listener's bind.
 free_port()
 {
+	lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null)
+	[ -n "$lo" ] && [ "$lo" -gt 20000 ] || lo=32768
 	while :; do
-		p=$(awk -v s="$$$(date +%N)" 'BEGIN { srand(s % 2147483647);
-			print 20000 + int(rand() * 40000) }')
+		p=$(awk -v s="$$$(date +%N)" -v lo="$lo" 'BEGIN {
+			srand(s % 2147483647);
+			print 20000 + int(rand() * (lo - 20000)) }')
 		[ -z "$(ss -Htln "sport = :$p" 2>/dev/null)" ] && break
 	done
 	echo "$p"
