@@ -125,6 +125,33 @@ while [ "$i" -le "$nblocks" ]; do
 	i=$((i + 1))
 done
 
+# Commands the README names in its prose and tables, not run here (they
+# take minutes, or are this run): each make target must exist (make -n
+# resolves it without running anything), and each pairmesh subcommand must
+# accept every option the README gives it (its --help lists them).
+for t in $(grep -o '`make [a-z][a-z-]*' README.md | sed 's/`make //' |
+	   sort -u); do
+	if make -n -C "$ROOT" "$t" >/dev/null 2>"$T/make.err"; then
+		ok "README names make $t: the target exists"
+	else
+		fail "README names make $t, which make does not know"
+		cat "$T/make.err"
+	fi
+done
+grep -o '`pairmesh [a-z][^`]*`' README.md | tr -d '`' | sort -u >"$T/cmds"
+while read -r _ sub rest; do
+	help=$("$ROOT/$BUILD/pairmesh" "$sub" --help 2>&1) || {
+		fail "README names pairmesh $sub: its --help fails"
+		continue
+	}
+	for o in $(printf '%s\n' "$rest" | grep -o -- '--[a-z][a-z-]*'); do
+		case "$help" in
+		*"$o"*) ok "README's pairmesh $sub $o is in its --help" ;;
+		*) fail "README's pairmesh $sub $o is not an option" ;;
+		esac
+	done
+done <"$T/cmds"
+
 # The tour's C program is examples/tour.c, from its first #include on.
 awk '/^```c$/ { n++; f = dir "/c." n ".c"; inb = 1; next }
      /^```/ { inb = 0; next } inb { print > f }' dir="$T" README.md
