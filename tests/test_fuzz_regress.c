@@ -37,6 +37,7 @@
 #define INPUT_SECONDS	60	/* a hang fails the test, naming the input */
 
 typedef int (*one_fn)(const uint8_t *data, size_t size);
+typedef void (*fresh_fn)(void);
 
 /* An input that hangs the node (an endless loop) must fail, not stall
  * `make test`: name it and abort. */
@@ -57,10 +58,27 @@ static int only_files(const struct dirent *d)
 }
 
 /*
- * Runs fn on every file of dir, in name order. Returns how many, or -1 when
- * dir does not exist.
+ * Whether a file continues the case before it: "<case>-<k>of<m>" with k > 1
+ * (a failure that needed several inputs in a row on the same nodes).
  */
-static int replay_dir(const char *dir, one_fn fn)
+static bool continues_case(const char *name)
+{
+	const char *dash = strrchr(name, '-');
+	unsigned k, m;
+	char end;
+
+	return dash && sscanf(dash + 1, "%uof%u%c", &k, &m, &end) == 2 &&
+	       k > 1 && k <= m;
+}
+
+/*
+ * Runs fn on every file of dir, in name order. With fresh, each case starts
+ * on new nodes, as when the fuzzer found it: a failure can depend on the
+ * nodes' past (their slots, rings and sequence numbers), which the inputs
+ * replayed before it would change. Returns how many, or -1 when dir does
+ * not exist.
+ */
+static int replay_dir(const char *dir, one_fn fn, fresh_fn fresh)
 {
 	struct dirent **names;
 	static uint8_t buf[REPLAY_MAX];
@@ -81,6 +99,8 @@ static int replay_dir(const char *dir, one_fn fn)
 		len = read(fd, buf, sizeof(buf));
 		close(fd);
 		assert_true(len >= 0 && (size_t)len < sizeof(buf));
+		if (fresh && !continues_case(names[i]->d_name))
+			fresh();
 		fz_input = path;
 		alarm(INPUT_SECONDS);
 		assert_int_equal(fn(buf, (size_t)len), 0);
@@ -94,35 +114,35 @@ static int replay_dir(const char *dir, one_fn fn)
 
 /* The seeds must be there (an empty replay proves nothing); regressions
  * appear as fuzzers find them. */
-static void replay(const char *target, one_fn fn)
+static void replay(const char *target, one_fn fn, fresh_fn fresh)
 {
 	char dir[256];
 	int seeds, found;
 
 	snprintf(dir, sizeof(dir), "tests/fuzz/corpus/%s", target);
-	seeds = replay_dir(dir, fn);
+	seeds = replay_dir(dir, fn, NULL);
 	assert_true(seeds > 0);
 	snprintf(dir, sizeof(dir), "tests/fuzz/regressions/%s", target);
-	found = replay_dir(dir, fn);
+	found = replay_dir(dir, fn, fresh);
 	print_message("%s: %d seeds, %d regressions\n", target, seeds,
 		      found < 0 ? 0 : found);
 }
 
 static void test_fuzz_frame(void **state)
 {
-	replay("fuzz_frame", fuzz_frame_one);
+	replay("fuzz_frame", fuzz_frame_one, NULL);
 }
 
 static void test_fuzz_handshake(void **state)
 {
 	/* The full health check after every input, not every 64th. */
 	fh.check_every = 1;
-	replay("fuzz_handshake", fuzz_handshake_one);
+	replay("fuzz_handshake", fuzz_handshake_one, NULL);
 }
 
 static void test_fuzz_session(void **state)
 {
-	replay("fuzz_session", fuzz_session_one);
+	replay("fuzz_session", fuzz_session_one, fs_teardown);
 }
 
 int main(void)
