@@ -692,7 +692,7 @@ static void on_recv(struct pm_node *n, struct conn *c, int res)
 	if (res <= 0) {
 		if (c->state == CONN_DRAIN || c->closing)
 			conn_abort(n, c);
-		else
+		else if (!peer_rx_final(n, c))	/* CLOSE read: not lost */
 			conn_fail(n, c, res == 0 ? -ECONNRESET : res);
 		return;
 	}

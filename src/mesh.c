@@ -190,7 +190,10 @@ static int send_links(struct pm_node *n, uint32_t slot,
 
 static bool is_neighbour(struct pm_node *n, uint32_t slot)
 {
-	return n->peers[slot].state == PEER_LIVE && n->peers[slot].id;
+	/* A stream whose connection ended behind the peer's CLOSE only
+	 * delivers what it holds: no neighbour. */
+	return n->peers[slot].state == PEER_LIVE && n->peers[slot].id &&
+	       !n->peers[slot].rx_final;
 }
 
 bool mesh_is_neighbour(struct pm_node *n, uint32_t slot)

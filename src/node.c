@@ -499,6 +499,10 @@ int pm_node_shutdown(struct pm_node *n, int timeout_ms)
 			peer_closed(n, i, -ECANCELED, PM_CLOSE_SHUTDOWN);
 			continue;
 		}
+		if (p->rx_final) {	/* ended at the peer, no connection */
+			peer_closed(n, i, 0, PM_CLOSE_SHUTDOWN);
+			continue;
+		}
 		if (p->state != PEER_CLOSING) {
 			p->state = PEER_CLOSING;
 			p->close_reason = PM_CLOSE_SHUTDOWN;

@@ -147,6 +147,11 @@ struct peer {
 				 * left (the old stream is still closing) */
 	uint32_t wait_slot;	/* ... or once this closing slot is gone (its
 				 * peer's id was not known yet) */
+	uint32_t held_on;	/* delivers nothing until this slot, an older
+				 * stream from the same node, has ended */
+	bool has_held;		/* some slot is held_on this one */
+	bool rx_final;		/* its connection ended behind the peer's
+				 * CLOSE, which waits in RX (paused) */
 	uint32_t blocked_on;	/* paused until this slot's TX has room */
 	bool has_blocked;	/* some slot is blocked_on this one */
 	bool links_owed;	/* a LINKS to it did not fit: send the table */
@@ -289,6 +294,7 @@ void peer_mark_dirty(struct pm_node *n, uint32_t slot);
 void peer_went_live(struct pm_node *n, uint32_t slot, uint32_t ci);
 void peer_closed(struct pm_node *n, uint32_t slot, int error,
 		 enum pm_close_reason reason);
+bool peer_rx_final(struct pm_node *n, struct conn *c);
 void peer_deliver(struct pm_node *n, uint32_t slot);
 void peer_tx_sent(struct pm_node *n, uint32_t slot, uint32_t bytes);
 void peer_free_acked(struct pm_node *n, uint32_t slot);

@@ -13,6 +13,7 @@
 #include "node.h"
 
 static void release_blocked(struct pm_node *n, uint32_t on);
+static void release_held(struct pm_node *n, uint32_t gone);
 static int peer_acked(struct pm_node *n, uint32_t slot, uint64_t pos);
 static void wake_slot_waiters(struct pm_node *n, uint32_t gone, uint64_t id);
 static void drain_alias(struct pm_node *n, uint32_t i);
@@ -104,6 +105,7 @@ uint32_t peer_alloc(struct pm_node *n)
 	p->live = NONE;
 	p->alias_to = NONE;
 	p->blocked_on = NONE;
+	p->held_on = NONE;
 	p->live_pending = NONE;
 	p->wait_slot = NONE;
 	p->next_free = NONE;
@@ -139,6 +141,8 @@ static void peer_kill(struct pm_node *n, uint32_t slot)
 	}
 	uint64_t gone_id = p->id;
 
+	if (p->has_held)
+		release_held(n, slot);
 	p->gen = p->gen + 1 ? p->gen + 1 : 1;
 	p->state = PEER_ZOMBIE;
 	p->id = 0;
@@ -417,6 +421,61 @@ bool peer_lost(struct pm_node *n, uint32_t slot, int error)
 	return true;
 }
 
+/*
+ * The live connection ended (EOF, a reset) with the peer's CLOSE already in
+ * the RX ring, behind frames a paused stream has not delivered: the peer
+ * ended the stream and all it sent is here. Resuming would throw the ring
+ * away, CLOSE included, and a new stream would take the slot: those
+ * messages, written before CLOSE and so not unsent at the peer, would be
+ * lost. Instead the connection goes and the stream stays, delivering, until
+ * it reaches the CLOSE. Returns false when the CLOSE is not there.
+ */
+bool peer_rx_final(struct pm_node *n, struct conn *c)
+{
+	uint32_t slot = c->peer;
+	struct peer *p = slot != NONE ? &n->peers[slot] : NULL;
+	uint32_t at;
+	struct frame f;
+
+	if (!p || c->state != CONN_LIVE || p->state != PEER_LIVE ||
+	    p->live != (uint32_t)(c - n->conns))
+		return false;
+	for (at = p->rx.head; at != p->rx.tail;) {
+		long r = frame_decode(p->rx.base + (at & p->rx.mask),
+				      p->rx.tail - at, n->cfg.max_message, &f);
+
+		if (r <= 0)
+			return false;
+		if (f.type == FRAME_CLOSE)
+			break;
+		at += (uint32_t)r;
+	}
+	if (at == p->rx.tail)
+		return false;
+	conn_abort(n, c);
+	p->rx_final = true;
+	mesh_peer_down(n, slot);
+	return true;
+}
+
+/* Slot gone, an older stream from the same node, has ended: the streams
+ * held behind it deliver now. */
+static void release_held(struct pm_node *n, uint32_t gone)
+{
+	n->peers[gone].has_held = false;
+	for (uint32_t i = 0; i < n->self; i++) {
+		struct peer *h = &n->peers[i];
+
+		if (h->held_on != gone)
+			continue;
+		h->held_on = NONE;
+		if (h->state == PEER_LIVE) {
+			h->redeliver = true;
+			peer_mark_dirty(n, i);
+		}
+	}
+}
+
 /* Redials resuming streams on their jittered backoff; gives up after
  * resume_ms with the error that lost the connection. */
 void node_resume_tick(struct pm_node *n, uint64_t now)
@@ -460,9 +519,23 @@ static uint32_t find_by_id(struct pm_node *n, uint64_t id, uint32_t not)
 	for (uint32_t i = 0; i < n->self; i++) {
 		struct peer *p = &n->peers[i];
 
-		if (i != not && p->id == id &&
+		if (i != not && p->id == id && !p->rx_final &&
 		    (p->state == PEER_PENDING || p->state == PEER_LIVE ||
 		     p->state == PEER_CLOSING))
+			return i;
+	}
+	return NONE;
+}
+
+/* A stream from node id that has ended at the peer (its CLOSE read) but
+ * still holds messages to deliver (paused). */
+static uint32_t find_final(struct pm_node *n, uint64_t id, uint32_t not)
+{
+	for (uint32_t i = 0; i < n->self; i++) {
+		struct peer *p = &n->peers[i];
+
+		if (i != not && p->id == id && p->rx_final &&
+		    p->state == PEER_LIVE)
 			return i;
 	}
 	return NONE;
@@ -482,9 +555,15 @@ static uint32_t find_by_addr(struct pm_node *n, const struct sockaddr *sa,
 		 * must not merge into it (its messages come after). */
 		if (for_merge && (p->wait_id || p->wait_slot != NONE))
 			continue;
+		/* A stream the peer ended, with messages left to deliver, is
+		 * closing too; nothing merges into it. */
+		bool closing = p->state == PEER_CLOSING || p->rx_final;
+
+		if (for_merge && p->rx_final)
+			continue;
 		if (i != not && p->has_addr &&
 		    (p->state == PEER_PENDING || p->state == PEER_LIVE ||
-		     (closing_too && p->state == PEER_CLOSING)) &&
+		     p->state == PEER_CLOSING) && (closing_too || !closing) &&
 		    addr_equal((struct sockaddr *)&p->addr, sa))
 			return i;
 	}
@@ -622,6 +701,13 @@ int peer_hello(struct pm_node *n, struct conn *c)
 		p->addr = adv;
 		p->addr_len = adv_len;
 		p->has_addr = true;
+	}
+	q = find_final(n, h->node_id, slot);
+	if (q != NONE && p->held_on == NONE) {
+		/* An older stream from that node still has messages to
+		 * deliver: this one's come after them. */
+		p->held_on = q;
+		n->peers[q].has_held = true;
 	}
 	if (n->id < h->node_id) {
 		/* We arbitrate this pair: first connection through wins. */
@@ -791,7 +877,7 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 	struct pm_stream h = handle_of(n, slot);	/* the loop ends if gen moves */
 	struct frame f;
 
-	if (p->paused && p->state == PEER_LIVE) {
+	if ((p->paused || p->held_on != NONE) && p->state == PEER_LIVE) {
 		acks_ahead(n, slot);	/* more arrived behind the pause */
 		return;
 	}
@@ -862,10 +948,9 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 		if (r < 0 || (f.type != FRAME_DATA && f.type != FRAME_CLOSE)) {
 			enum pm_close_reason why = r == -EMSGSIZE ?
 				PM_CLOSE_TOO_BIG : PM_CLOSE_PROTOCOL;
-			struct conn *c = &n->conns[p->live];
-
 			n->st.protocol_errors++;
-			conn_reject(n, c, why);
+			if (p->live != NONE)	/* else rx_final: it is gone */
+				conn_reject(n, &n->conns[p->live], why);
 			peer_closed(n, slot, -EPROTO, why);
 			return;
 		}
@@ -1271,6 +1356,12 @@ int pm_close(struct pm_node *n, struct pm_stream s)
 	}
 	if (p->state == PEER_CLOSING)
 		return 0;
+	if (p->rx_final) {
+		/* The peer ended it already, no connection is left: what
+		 * it holds undelivered goes with it. */
+		peer_closed(n, slot, 0, PM_CLOSE_NORMAL);
+		return 0;
+	}
 	if (p->state == PEER_LIVE)
 		n->mesh_dirty = true;	/* stop routing through it now */
 	p->state = PEER_CLOSING;
