@@ -678,6 +678,27 @@ int peer_hello(struct pm_node *n, struct conn *c)
 		peer_closed(n, slot, -ECONNRESET, PM_CLOSE_NONE);
 		return 0;
 	}
+	if (!c->dialled && q != NONE && n->peers[q].resuming &&
+	    !(h->flags & HELLO_F_RESUME)) {
+		/* The same process dialled a new stream (no RESUME) while we
+		 * resume one to it: it holds no stream to us any more (its
+		 * user closed it and the CLOSE was lost with the connection,
+		 * or it gave up). Resumed into its new stream, ours would
+		 * replay what it consumed but never acknowledged, and it
+		 * would deliver that again. End ours (its unacknowledged
+		 * messages are unsent); this connection starts a new one. */
+		peer_closed(n, q, -ECONNRESET, PM_CLOSE_NONE);
+		q = NONE;
+	}
+	if (!c->dialled && (h->flags & HELLO_F_RESUME) &&
+	    (q == NONE || !n->peers[q].announced)) {
+		/* It resumes a stream that has ended here: nothing here says
+		 * what of it was consumed, so it cannot go on without
+		 * duplicates. Refuse; CLOSE(NORMAL) ends it there too. */
+		conn_reject(n, c, PM_CLOSE_NORMAL);
+		peer_closed(n, slot, 0, PM_CLOSE_NONE);
+		return 0;
+	}
 	if (q != NONE) {
 		uint32_t keep = pick_survivor(n, slot, q);
 
