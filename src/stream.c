@@ -14,6 +14,8 @@
 
 static void release_blocked(struct pm_node *n, uint32_t on);
 static void release_held(struct pm_node *n, uint32_t gone);
+static uint32_t newest_closing(struct pm_node *n, uint32_t old,
+			       const struct sockaddr *sa);
 static int peer_acked(struct pm_node *n, uint32_t slot, uint64_t pos);
 static void wake_slot_waiters(struct pm_node *n, uint32_t gone, uint64_t id);
 static void drain_alias(struct pm_node *n, uint32_t i);
@@ -1131,6 +1133,8 @@ int pm_connect(struct pm_node *n, const char *addr, struct pm_stream *out)
 		return 0;
 	}
 	slot = find_by_addr(n, sa, NONE, true, false);
+	if (slot != NONE)
+		slot = newest_closing(n, slot, sa);
 	if (slot != NONE) {
 		/* The old stream to that node is still closing. Dialling now
 		 * would race its CLOSE (the peer could still hold the old
@@ -1162,6 +1166,34 @@ int pm_connect(struct pm_node *n, const char *addr, struct pm_stream *out)
 		return r;
 	*out = handle_of(n, (uint32_t)r);
 	return 0;
+}
+
+/*
+ * Of the closing streams to sa, the one a new stream must wait for: the
+ * newest, which no other closing stream waits for. A new stream that waited
+ * for an older one would dial beside the newer closing one, as soon as the
+ * older is gone, and its messages could overtake that one's last ones.
+ */
+static uint32_t newest_closing(struct pm_node *n, uint32_t old,
+			       const struct sockaddr *sa)
+{
+	/* Each waits for an older one: the chain ends within n->self. */
+	for (uint32_t hops = 0; hops < n->self; hops++) {
+		uint32_t next = NONE;
+
+		for (uint32_t i = 0; i < n->self && next == NONE; i++) {
+			struct peer *p = &n->peers[i];
+
+			if (i != old && p->wait_slot == old && p->has_addr &&
+			    (p->state == PEER_CLOSING || p->rx_final) &&
+			    addr_equal((struct sockaddr *)&p->addr, sa))
+				next = i;
+		}
+		if (next == NONE)
+			break;
+		old = next;
+	}
+	return old;
 }
 
 /* A new stream dialling sa. Returns its slot, or -ENOSPC / -errno. */
