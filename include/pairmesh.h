@@ -192,7 +192,9 @@ int pm_node_listen_addr(const struct pm_node *n, char *buf, size_t len);
 
 /*
  * Returns the stream to the node listening at addr ("HOST:PORT"), dialling
- * it only if no stream to that node exists (an inbound one counts). Returns
+ * it only if no stream to that node exists (an inbound one counts). While
+ * streams to it are closing, the new one dials once the newest has ended,
+ * so its messages come after theirs. Returns
  * 0, -EINVAL for a malformed address, -ENOSPC when the slab is full, or
  * -errno. A failed dial arrives later as PM_EV_CLOSED with the error.
  */
