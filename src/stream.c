@@ -611,6 +611,23 @@ static void absorb(struct pm_node *n, uint32_t absorbed, uint32_t survivor)
 	}
 }
 
+/* A stream waiting to dial node id once no connection to it is left,
+ * without one yet: it stops waiting and is returned, or NONE. */
+static uint32_t take_waiter(struct pm_node *n, uint64_t id)
+{
+	for (uint32_t i = 0; i < n->self; i++) {
+		struct peer *p = &n->peers[i];
+
+		if (p->wait_id != id || p->nconns || p->live != NONE ||
+		    (p->state != PEER_PENDING && p->state != PEER_CLOSING))
+			continue;
+		p->wait_id = 0;
+		n->waiting--;
+		return i;
+	}
+	return NONE;
+}
+
 /* Which of two slots naming one node carries on. */
 static uint32_t pick_survivor(struct pm_node *n, uint32_t x, uint32_t y)
 {
@@ -690,7 +707,11 @@ int peer_hello(struct pm_node *n, struct conn *c)
 		 * would deliver that again. End ours (its unacknowledged
 		 * messages are unsent); this connection starts a new one. */
 		peer_closed(n, q, -ECONNRESET, PM_CLOSE_NONE);
-		q = NONE;
+		/* A stream the user opened to that node meanwhile, waiting
+		 * for that one to end, is the new one: this connection
+		 * carries it, its queued messages first. A stream of its own
+		 * would deliver after them what the user sent later. */
+		q = take_waiter(n, h->node_id);
 	}
 	if (!c->dialled && (h->flags & HELLO_F_RESUME) &&
 	    (q == NONE || !n->peers[q].announced)) {
