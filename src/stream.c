@@ -529,15 +529,26 @@ static uint32_t find_by_id(struct pm_node *n, uint64_t id, uint32_t not)
 	return NONE;
 }
 
-/* A stream from node id that has ended at the peer (its CLOSE read) but
- * still holds messages to deliver (paused). */
+/*
+ * The stream from node id a new one must deliver after: one that has ended
+ * at the peer (its CLOSE read) but still holds messages to deliver
+ * (paused). Of several (each held behind the one before), the newest, the
+ * one no other such is held behind: a new stream held behind an older one
+ * would be released with the newer ones, maybe before them.
+ */
 static uint32_t find_final(struct pm_node *n, uint64_t id, uint32_t not)
 {
 	for (uint32_t i = 0; i < n->self; i++) {
 		struct peer *p = &n->peers[i];
+		bool newest = true;
 
-		if (i != not && p->id == id && p->rx_final &&
-		    p->state == PEER_LIVE)
+		if (i == not || p->id != id || p->state != PEER_LIVE ||
+		    !p->rx_final)
+			continue;
+		for (uint32_t j = 0; j < n->self && newest; j++)
+			newest = j == not || n->peers[j].held_on != i ||
+				 !n->peers[j].rx_final;
+		if (newest)
 			return i;
 	}
 	return NONE;
