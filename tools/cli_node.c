@@ -488,28 +488,6 @@ static void json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
-/* pm_mesh_peers() into a malloc'ed array; NULL when out of memory. */
-static struct pm_peer_info *mesh_peers(struct pm_node *n, size_t *count)
-{
-	size_t cap = (size_t)pm_mesh_peers(n, NULL, 0);
-
-	for (;;) {
-		struct pm_peer_info *v = malloc((cap ? cap : 1) * sizeof(*v));
-		size_t got;
-
-		if (!v)
-			return NULL;
-		got = (size_t)pm_mesh_peers(n, v, cap);
-		if (got <= cap) {
-			*count = got;
-			return v;
-		}
-		/* The mesh grew in between: try again with room for it. */
-		free(v);
-		cap = got;
-	}
-}
-
 static void json_peer(FILE *f, const struct pm_peer_info *p)
 {
 	fprintf(f, "{\"id\":\"%016" PRIx64 "\",\"addr\":", p->id);
@@ -540,7 +518,7 @@ static void print_stats(struct cli *c)
 	char *text = NULL;
 	FILE *f;
 
-	peers = mesh_peers(c->n, &npeers);
+	peers = metrics_mesh_peers(c->n, &npeers);
 	f = open_memstream(&text, &len);
 	if (!peers || !f) {
 		report("stats failed", "stats", 5, "out of memory");

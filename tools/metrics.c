@@ -332,8 +332,7 @@ static uint64_t field(const void *base, size_t off)
 	return v;
 }
 
-/* pm_mesh_peers() into a malloc'ed array; NULL when out of memory. */
-static struct pm_peer_info *mesh_peers(struct pm_node *n, size_t *count)
+struct pm_peer_info *metrics_mesh_peers(struct pm_node *n, size_t *count)
 {
 	size_t cap = (size_t)pm_mesh_peers(n, NULL, 0);
 
@@ -348,6 +347,7 @@ static struct pm_peer_info *mesh_peers(struct pm_node *n, size_t *count)
 			*count = got;
 			return v;
 		}
+		/* The mesh grew in between: try again with room for it. */
 		free(v);
 		cap = got;
 	}
@@ -419,7 +419,7 @@ static int render(struct metrics *m, char **body, size_t *len)
 	size_t np = 0;
 	FILE *f;
 
-	peers = mesh_peers(m->n, &np);
+	peers = metrics_mesh_peers(m->n, &np);
 	if (!peers)
 		return -ENOMEM;
 	f = open_memstream(body, len);

@@ -46,4 +46,8 @@ bool metrics_loopback(const struct metrics *m);
 /* Closes the listener and every client. NULL is fine. */
 void metrics_stop(struct metrics *m);
 
+/* pm_mesh_peers() into a malloc'ed array (also --stats' source); NULL when
+ * out of memory. */
+struct pm_peer_info *metrics_mesh_peers(struct pm_node *n, size_t *count);
+
 #endif
