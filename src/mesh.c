@@ -662,7 +662,7 @@ int mesh_frame(struct pm_node *n, uint32_t slot, const struct frame *f)
 int pm_send_to(struct pm_node *n, uint64_t id, const void *buf, size_t len)
 {
 	struct mesh_entry *e;
-	uint32_t d;
+	uint32_t live, d;
 
 	if (!id)
 		return -EINVAL;
@@ -671,9 +671,8 @@ int pm_send_to(struct pm_node *n, uint64_t id, const void *buf, size_t len)
 	if (n->mesh_dirty)
 		mesh_turn(n);
 	e = entry_find(n, id);
-	d = peer_by_id(n, id);
-	if (d != NONE && n->peers[d].state == PEER_CLOSING)
-		d = NONE;
+	live = e && e->direct_slot != NONE && is_neighbour(n, e->direct_slot) ?
+	       e->direct_slot : NONE;
 	/*
 	 * One path at a time per destination, so that messages keep their
 	 * order: the direct stream (its session delivers in order across
@@ -681,14 +680,21 @@ int pm_send_to(struct pm_node *n, uint64_t id, const void *buf, size_t len)
 	 * sent the other way is acknowledged.
 	 */
 	if (e && ring_used(&e->rt)) {
-		if (d != NONE && is_neighbour(n, d)) {
+		if (live != NONE) {
 			e->rt_want_writable = true;
 			return -EAGAIN;	/* the routed ones first */
 		}
 		return route_send(n, e, buf, len);
 	}
-	if (d != NONE && (is_neighbour(n, d) || n->peers[d].resuming ||
-			  ring_used(&n->peers[d].tx)))
+	if (live != NONE)
+		return pm_send(n, handle_of(n, live), buf, len);
+	/* No live stream: one resuming, being dialled or still holding
+	 * queued messages keeps the order. Finding it is a scan of the
+	 * slab, off the paths above that carry the traffic. */
+	d = peer_by_id(n, id);
+	if (d != NONE && n->peers[d].state == PEER_CLOSING)
+		d = NONE;
+	if (d != NONE && (n->peers[d].resuming || ring_used(&n->peers[d].tx)))
 		return pm_send(n, handle_of(n, d), buf, len);
 	if (e && e->next_slot != NONE)
 		return route_send(n, e, buf, len);
