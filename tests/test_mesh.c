@@ -954,6 +954,72 @@ static void test_mesh_relay_killed_alternative_path(void **state)
 	mesh_free(&m);
 }
 
+/*
+ * a - b - c: a sends routed messages to c, and c dies before reading any.
+ * a holds them (c never acknowledged them); once c has been unreachable
+ * for resume_ms, a gives up: one PM_EV_UNREACHABLE counts them all as
+ * unsent, and with no route left pm_send_to says -EHOSTUNREACH.
+ */
+#define GIVE_UP_MSGS	25
+#define GIVE_UP_RESUME_MS	300
+
+struct give_up_wait {
+	struct tl_node *a;
+	const struct tl_event *ev;	/* the give-up: unsent > 0 */
+};
+
+static bool a_gave_up(void *arg)
+{
+	struct give_up_wait *w = arg;
+
+	for (size_t i = 0; i < w->a->nevs; i++) {
+		const struct tl_event *ev = &w->a->evs[i];
+
+		if (ev->ev.type == PM_EV_UNREACHABLE && ev->ev.unsent) {
+			w->ev = ev;
+			return true;
+		}
+	}
+	return false;
+}
+
+static void test_mesh_routed_give_up(void **state)
+{
+	struct give_up_wait w = { 0 };
+	struct tl_node *a, *c, *ab[2];
+	struct pm_config cfg;
+	struct mesh m;
+	char msg[32];
+
+	tl_begin();
+	memset(&m, 0, sizeof(m));
+	mesh_config(&cfg, NO_AUTO_CONNECT);
+	cfg.resume_ms = GIVE_UP_RESUME_MS;
+	for (m.k = 0; m.k < 3; m.k++)
+		m.v[m.k] = tl_node_new(&cfg);
+	dial(m.v[1], m.v[0]);
+	dial(m.v[2], m.v[1]);
+	a = m.v[0];
+	c = m.v[2];
+	wait_chain(&m);
+	for (int i = 0; i < GIVE_UP_MSGS; i++) {
+		snprintf(msg, sizeof(msg), "held %d", i);
+		assert_int_equal(pm_send_to(a->n, c->id, msg, strlen(msg)), 0);
+	}
+	tl_node_kill(c);	/* before it read any of them */
+	ab[0] = a;
+	ab[1] = m.v[1];
+	w.a = a;
+	assert_true(tl_pump(ab, 2, a_gave_up, &w, TL_DEADLINE_MS));
+	assert_true(w.ev->ev.peer_id == c->id);
+	assert_int_equal(w.ev->ev.error, -EHOSTUNREACH);
+	assert_int_equal(w.ev->ev.unsent, GIVE_UP_MSGS);
+	assert_int_equal(c->nmsgs, 0);
+	assert_int_equal(pm_send_to(a->n, c->id, "x", 1), -EHOSTUNREACH);
+	check_unreachable_events(a, c->id);
+	mesh_free(&m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -962,6 +1028,7 @@ int main(void)
 		cmocka_unit_test(test_mesh_formation_4),
 		cmocka_unit_test(test_mesh_relay_backpressure_broadcast),
 		cmocka_unit_test(test_mesh_relay_killed_alternative_path),
+		cmocka_unit_test(test_mesh_routed_give_up),
 		cmocka_unit_test(test_mesh_relay_backpressure_routed),
 		cmocka_unit_test(test_mesh_relay_chain),
 		cmocka_unit_test(test_mesh_unreachable_after_loss),
