@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -210,10 +211,22 @@ int pm_self(struct pm_node *n, struct pm_stream *out);
  * Copies one message into the stream's TX ring. Returns 0, -EAGAIN when the
  * ring is full (PM_EV_WRITABLE follows), -EMSGSIZE when len exceeds the
  * peer's or our max_message, -ESTALE for a dead handle, -EPIPE when the
- * stream is closing.
+ * stream is closing, -EBUSY while a pm_reserve() is open.
  */
 int pm_send(struct pm_node *n, struct pm_stream s, const void *buf,
 	    size_t len);
+
+/*
+ * Copies count messages, msgs[i] being one message, into the stream's TX
+ * ring in order: the batched pm_send, whose checks and bookkeeping are paid
+ * once per call. Returns how many were queued, from the first on: count, or
+ * fewer when the ring filled (PM_EV_WRITABLE follows) or msgs[returned] is
+ * refused, which the next call then reports. When none is queued, returns
+ * the errors of pm_send for msgs[0], or -EINVAL for msgs NULL with count > 0
+ * (count 0 returns 0).
+ */
+int pm_sendv(struct pm_node *n, struct pm_stream s, const struct iovec *msgs,
+	     size_t count);
 
 /*
  * Reserves room for one message of up to len bytes in the TX ring and sets

@@ -1350,10 +1350,9 @@ int pm_self(struct pm_node *n, struct pm_stream *out)
 	return 0;
 }
 
-int peer_reserve(struct pm_node *n, uint32_t slot, size_t len, void **buf)
+/* Whether p's TX ring takes a message of len now: 0 or -errno. */
+static int tx_admits(struct pm_node *n, struct peer *p, size_t len)
 {
-	struct peer *p = &n->peers[slot];
-
 	if (p->state == PEER_CLOSING || p->state == PEER_ZOMBIE)
 		return -EPIPE;
 	if (len > n->cfg.max_message || len > p->peer_max)
@@ -1364,23 +1363,42 @@ int peer_reserve(struct pm_node *n, uint32_t slot, size_t len, void **buf)
 		p->want_writable = true;
 		return -EAGAIN;
 	}
+	return 0;
+}
+
+int peer_reserve(struct pm_node *n, uint32_t slot, size_t len, void **buf)
+{
+	struct peer *p = &n->peers[slot];
+	int r = tx_admits(n, p, len);
+
+	if (r)
+		return r;
 	p->reserved = true;
 	p->reserve_len = (uint32_t)len;
 	*buf = ring_tail_ptr(&p->tx) + FRAME_HDR;
 	return 0;
 }
 
+/* Frames were added to slot's TX ring, which held was_used bytes before. */
+static void tx_queued(struct pm_node *n, uint32_t slot, uint32_t was_used)
+{
+	struct peer *p = &n->peers[slot];
+
+	if (p->state == PEER_ALIAS)
+		n->aliases += was_used == 0;
+	else if (!p->dirty && slot != n->self)
+		peer_mark_dirty(n, slot);	/* once per turn, not per message */
+}
+
 void peer_commit(struct pm_node *n, uint32_t slot, uint8_t type, size_t len)
 {
 	struct peer *p = &n->peers[slot];
+	uint32_t was_used = ring_used(&p->tx);
 
 	frame_put_hdr(ring_tail_ptr(&p->tx), type, (uint32_t)len);
 	ring_produce(&p->tx, FRAME_HDR + (uint32_t)len);
 	p->reserved = false;
-	if (p->state == PEER_ALIAS)
-		n->aliases += ring_used(&p->tx) == FRAME_HDR + len;
-	else if (!p->dirty && slot != n->self)
-		peer_mark_dirty(n, slot);	/* once per turn, not per message */
+	tx_queued(n, slot, was_used);
 }
 
 int pm_reserve(struct pm_node *n, struct pm_stream s, size_t len, void **buf)
@@ -1422,6 +1440,61 @@ int pm_send(struct pm_node *n, struct pm_stream s, const void *buf,
 		return r;
 	memcpy(dst, buf, len);
 	return pm_commit(n, s, len);
+}
+
+int pm_sendv(struct pm_node *n, struct pm_stream s, const struct iovec *msgs,
+	     size_t count)
+{
+	uint32_t slot, was_used, room, max;
+	struct peer *p = lookup(n, s, &slot);
+	uint64_t bytes = 0;
+	uint8_t *at;
+	size_t i;
+	int r;
+
+	if (!p)
+		return -ESTALE;
+	if (!count)
+		return 0;
+	if (!msgs)
+		return -EINVAL;
+	slot = resolve(n, slot);
+	p = &n->peers[slot];
+	/* msgs[0] gets pm_send's checks and errors; the stream's state
+	 * cannot change inside this loop, so the others need only size and
+	 * room, counted here and produced once. The mirror keeps the frames
+	 * contiguous across the wrap. */
+	r = tx_admits(n, p, msgs[0].iov_len);
+	if (r)
+		return r;
+	max = n->cfg.max_message < p->peer_max ? n->cfg.max_message :
+						 p->peer_max;
+	room = ring_free(&p->tx);
+	was_used = ring_used(&p->tx);
+	at = ring_tail_ptr(&p->tx);
+	for (i = 0; i < count; i++) {
+		size_t len = msgs[i].iov_len;
+
+		if (len > max)
+			break;
+		if (room < FRAME_HDR + len) {
+			p->want_writable = true;
+			break;
+		}
+		room -= FRAME_HDR + (uint32_t)len;
+		frame_put_hdr(at, FRAME_DATA, (uint32_t)len);
+		if (len)	/* memcpy's source must be valid even for 0 */
+			memcpy(at + FRAME_HDR, msgs[i].iov_base, len);
+		at += FRAME_HDR + len;
+		bytes += len;
+	}
+	ring_produce(&p->tx, (uint32_t)(bytes + FRAME_HDR * i));
+	tx_queued(n, slot, was_used);
+	n->st.msgs_out += i;
+	n->st.bytes_out += bytes;
+	p->msgs_out += i;
+	p->bytes_out += bytes;
+	return (int)i;
 }
 
 int pm_close(struct pm_node *n, struct pm_stream s)
