@@ -929,7 +929,10 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 {
 	struct peer *p = &n->peers[slot];
 	uint32_t gen = p->gen;
-	struct pm_stream h = handle_of(n, slot);	/* the loop ends if gen moves */
+	/* What a DATA message tells the callback beyond its bytes: fixed
+	 * while gen is, and the loop ends when gen moves. */
+	struct pm_message m = { .stream = handle_of(n, slot),
+				.peer_id = p->id };
 	struct frame f;
 
 	if ((p->paused || p->held_on != NONE) && p->state == PEER_LIVE) {
@@ -937,14 +940,19 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 		return;
 	}
 	while (p->gen == gen && p->state == PEER_LIVE && !p->paused) {
-		long r = frame_decode(ring_head_ptr(&p->rx), ring_used(&p->rx),
-				      n->cfg.max_message, &f);
+		long r = frame_peek_data(ring_head_ptr(&p->rx),
+					 ring_used(&p->rx),
+					 n->cfg.max_message, &f);
 
+		/* The common case first: one test instead of the six below. */
+		if (r > 0 && !p->rx_skip)
+			goto deliver;
+		if (r == 0)
+			r = frame_decode(ring_head_ptr(&p->rx),
+					 ring_used(&p->rx), n->cfg.max_message,
+					 &f);
 		if (r == 0)
 			break;
-		/* The common case first: one test instead of the six below. */
-		if (r > 0 && f.type == FRAME_DATA && !p->rx_skip)
-			goto deliver;
 		if (r > 0 && (f.type == FRAME_ACK || f.type == FRAME_RESUME)) {
 			/* Control, outside the peer's ring stream: not
 			 * counted in rx_pos. */
@@ -1019,14 +1027,9 @@ void peer_deliver(struct pm_node *n, uint32_t slot)
 				    (enum pm_close_reason)reason);
 			return;
 		}
-deliver:;
-		struct pm_message m = {
-			.stream = h,
-			.peer_id = p->id,
-			.data = f.payload,
-			.len = f.len,
-		};
-
+deliver:
+		m.data = f.payload;
+		m.len = f.len;
 		if (n->cfg.on_message &&
 		    n->cfg.on_message(n, &m, n->cfg.user) == -EAGAIN) {
 			if (p->gen == gen) {
