@@ -295,10 +295,16 @@ static void do_recv(struct engine *e, int fd)
 	do {
 		r = recv(fd, f->rbuf, f->rlen, MSG_DONTWAIT);
 	} while (r < 0 && errno == EINTR);
-	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 		f->flags &= ~F_IN;
-	else
-		finish(e, fd, S_RECV, r < 0 ? -errno : (int)r);
+		return;
+	}
+	/* A short read emptied the socket: data arriving after it raises a
+	 * new edge, so the next recv waits for that instead of spending a
+	 * syscall to learn EAGAIN. */
+	if (r > 0 && (size_t)r < f->rlen)
+		f->flags &= ~F_IN;
+	finish(e, fd, S_RECV, r < 0 ? -errno : (int)r);
 }
 
 static void do_send(struct engine *e, int fd)
@@ -309,10 +315,11 @@ static void do_send(struct engine *e, int fd)
 	do {
 		r = send(fd, f->sbuf, f->slen, MSG_NOSIGNAL | MSG_DONTWAIT);
 	} while (r < 0 && errno == EINTR);
-	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 		f->flags &= ~F_OUT;
-	else
-		finish(e, fd, S_SEND, r < 0 ? -errno : (int)r);
+		return;
+	}
+	finish(e, fd, S_SEND, r < 0 ? -errno : (int)r);
 }
 
 /* An event may be stale or a guess: poll() gives the real mask. */
