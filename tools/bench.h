@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/types.h>
 
 #include "pairmesh.h"
@@ -50,6 +51,8 @@ struct bench_result {
 	uint32_t nodes, peers;				/* mesh, fanin, scale */
 	double connect_s, rss_kib_per_peer;		/* scale */
 	double rss_kib_sender, rss_kib_receiver;	/* slow: VmHWM */
+	double hub_cpu_ns_per_msg;	/* fanin: the receiver's CPU time
+					 * (user + system) per message */
 	char why[256];		/* the failure, when a scenario returns -1 */
 };
 
@@ -103,6 +106,7 @@ void bench_config(struct pm_config *c, const struct bench_opts *o,
 uint32_t bench_ring(size_t size, uint32_t min);
 long bench_rss_kib(void);	/* /proc/self/statm resident */
 long bench_hwm_kib(void);	/* /proc/self/status VmHWM */
+int64_t bench_cpu_ns(void);	/* this process's user + system time */
 int bench_fail(struct bench_result *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Progress on stderr, only for runs longer than about five seconds. */
@@ -110,12 +114,48 @@ void bench_progress(const char *fmt, ...)
 	__attribute__((format(printf, 1, 2)));
 extern bool bench_verbose;
 
-/* Message body: seq (u64), origin (u32), check bytes at 12 and len - 1. */
-void msg_fill(void *buf, size_t len, uint64_t seq, uint32_t origin);
+/*
+ * Message body: seq (u64), origin (u32), check bytes at 12 and len - 1.
+ * Inline: they run once per message, like the peers' own (bench/peers/).
+ */
+static inline void msg_fill(void *buf, size_t len, uint64_t seq,
+			    uint32_t origin)
+{
+	uint8_t *d = buf;
+
+	memcpy(d, &seq, 8);
+	memcpy(d + 8, &origin, 4);
+	d[12] = (uint8_t)seq;
+	d[len - 1] = (uint8_t)(seq >> 8);
+}
+
 /* True when the checks hold; sets *seq and *origin. */
-bool msg_check(const void *buf, size_t len, uint64_t *seq,
-	       uint32_t *origin);
-bool msg_is_marker(const void *buf, size_t len, uint64_t *count);
+static inline bool msg_check(const void *buf, size_t len, uint64_t *seq,
+			     uint32_t *origin)
+{
+	const uint8_t *d = buf;
+
+	if (len < BENCH_MIN_SIZE)
+		return false;
+	memcpy(seq, d, 8);
+	memcpy(origin, d + 8, 4);
+	return d[12] == (uint8_t)*seq && d[len - 1] == (uint8_t)(*seq >> 8);
+}
+
+static inline bool msg_is_marker(const void *buf, size_t len,
+				 uint64_t *count)
+{
+	uint64_t seq;
+
+	if (len != BENCH_MARKER_LEN)
+		return false;
+	memcpy(&seq, buf, 8);
+	if (seq != BENCH_MARKER_SEQ)
+		return false;
+	memcpy(count, (const uint8_t *)buf + 8, 8);
+	return true;
+}
+
 void msg_marker(void *buf, uint64_t count);
 
 /*

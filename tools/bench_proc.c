@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -70,6 +71,17 @@ long bench_rss_kib(void)
 	return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
+int64_t bench_cpu_ns(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru))
+		return 0;
+	return ((int64_t)ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) *
+		       1000000000 +
+	       ((int64_t)ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
+
 long bench_hwm_kib(void)
 {
 	char line[256];
@@ -112,40 +124,6 @@ void bench_progress(const char *fmt, ...)
 }
 
 /* Messages. */
-
-void msg_fill(void *buf, size_t len, uint64_t seq, uint32_t origin)
-{
-	uint8_t *d = buf;
-
-	memcpy(d, &seq, 8);
-	memcpy(d + 8, &origin, 4);
-	d[12] = (uint8_t)seq;
-	d[len - 1] = (uint8_t)(seq >> 8);
-}
-
-bool msg_check(const void *buf, size_t len, uint64_t *seq, uint32_t *origin)
-{
-	const uint8_t *d = buf;
-
-	if (len < BENCH_MIN_SIZE)
-		return false;
-	memcpy(seq, d, 8);
-	memcpy(origin, d + 8, 4);
-	return d[12] == (uint8_t)*seq && d[len - 1] == (uint8_t)(*seq >> 8);
-}
-
-bool msg_is_marker(const void *buf, size_t len, uint64_t *count)
-{
-	uint64_t seq;
-
-	if (len != BENCH_MARKER_LEN)
-		return false;
-	memcpy(&seq, buf, 8);
-	if (seq != BENCH_MARKER_SEQ)
-		return false;
-	memcpy(count, (const uint8_t *)buf + 8, 8);
-	return true;
-}
 
 void msg_marker(void *buf, uint64_t count)
 {

@@ -214,6 +214,7 @@ static void print_json(const struct bench_opts *o, const struct bench_result *r,
 		printf(",\"nodes\":%u", r->nodes);
 	} else if (!strcmp(o->scenario, "fanin")) {
 		printf(",\"peers\":%u", r->peers);
+		json_num("hub_cpu_ns_per_msg", r->hub_cpu_ns_per_msg);
 	} else if (!strcmp(o->scenario, "scale")) {
 		printf(",\"peers\":%u", r->peers);
 		json_num("connect_s", r->connect_s);
@@ -241,7 +242,8 @@ static void print_row(const struct bench_opts *o, const struct bench_result *r)
 	else if (!strcmp(o->scenario, "mesh"))
 		printf("  %u nodes", r->nodes);
 	else if (!strcmp(o->scenario, "fanin"))
-		printf("  %u peers", r->peers);
+		printf("  %u peers  receiver CPU %.0f ns/msg", r->peers,
+		       r->hub_cpu_ns_per_msg);
 	else if (!strcmp(o->scenario, "scale"))
 		printf("  %u peers  connect %.2f s  %.1f KiB/peer", r->peers,
 		       r->connect_s, r->rss_kib_per_peer);
@@ -264,6 +266,7 @@ int bench_main(int argc, char *argv[])
 		.p99_us = NAN, .p999_us = NAN, .direct_msgs_per_s = NAN,
 		.ratio = NAN, .connect_s = NAN, .rss_kib_per_peer = NAN,
 		.rss_kib_sender = NAN, .rss_kib_receiver = NAN,
+		.hub_cpu_ns_per_msg = NAN,
 	};
 	double est;
 	size_t i;
