@@ -666,6 +666,17 @@ static void test_cli_usage(void **state)
 	assert_int_equal(run_tool("node", "--stats", &p), 2);
 	assert_int_equal(run_tool("nosuch", NULL, &p), 2);
 	assert_int_equal(run_tool(NULL, NULL, &p), 2);
+	/* A bad PAIRMESH_ENGINE is named, not blamed on --listen. */
+	char *env = getenv("PAIRMESH_ENGINE");
+
+	env = env ? strdup(env) : NULL;
+	assert_int_equal(setenv("PAIRMESH_ENGINE", "nope", 1), 0);
+	assert_int_equal(run_tool("node", NULL, &p), 2);
+	assert_int_equal(env ? setenv("PAIRMESH_ENGINE", env, 1) :
+			 unsetenv("PAIRMESH_ENGINE"), 0);
+	free(env);
+	assert_non_null(strstr(p->e.p, "PAIRMESH_ENGINE 'nope'"));
+	assert_null(strstr(p->e.p, "--listen '"));
 
 	assert_int_equal(run_tool("--help", NULL, &p), 0);
 	assert_non_null(strstr(p->o.p, "node"));

@@ -138,6 +138,16 @@ for t in $(grep -o '`make [a-z][a-z-]*' README.md | sed 's/`make //' |
 		cat "$T/make.err"
 	fi
 done
+# The README says what the two commands install: every package of
+# `make deps` (make -n prints its list without installing anything).
+for p in $(make -s -n -C "$ROOT" deps | grep -o 'for p in [^;]*' |
+	   sed 's/for p in //'); do
+	if grep -q "\`$p\`" README.md; then
+		ok "README names $p, which make deps installs"
+	else
+		fail "make deps installs $p, which the README does not name"
+	fi
+done
 grep -o '`pairmesh [a-z][^`]*`' README.md | tr -d '`' | sort -u >"$T/cmds"
 while read -r _ sub rest; do
 	help=$("$ROOT/$BUILD/pairmesh" "$sub" --help 2>&1) || {

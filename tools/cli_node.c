@@ -1137,8 +1137,25 @@ static int start_extras(struct cli *c)
 	return dial_all(c);
 }
 
+/*
+ * The library takes a PAIRMESH_ENGINE it does not know for a bad config
+ * (-EINVAL), like a bad --listen: name the variable instead. NULL when it
+ * is fine or does not apply (an engine given with --engine wins).
+ */
+static const char *bad_engine_env(const struct pm_config *cfg)
+{
+	const char *env = getenv("PAIRMESH_ENGINE");
+
+	if (cfg->engine != PM_ENGINE_AUTO || !env || !*env ||
+	    !strcmp(env, "auto") || !strcmp(env, "io_uring") ||
+	    !strcmp(env, "epoll"))
+		return NULL;
+	return env;
+}
+
 int node_main(int argc, char *argv[])
 {
+	const char *env;
 	struct cli c = { .sfd = -1, .tfd = -1 };
 	struct pm_config cfg;
 	int r, status;
@@ -1157,6 +1174,12 @@ int node_main(int argc, char *argv[])
 	}
 	signal(SIGPIPE, SIG_IGN);
 	opts_pm_config(&c.o, &cfg);
+	env = bad_engine_env(&cfg);
+	if (env) {
+		status = bad_usage("PAIRMESH_ENGINE '%s': want auto, io_uring "
+				   "or epoll", env);
+		goto out_free;
+	}
 	cfg.on_message = on_message;
 	cfg.on_event = on_event;
 	cfg.on_log = on_log;
