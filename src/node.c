@@ -133,8 +133,12 @@ static int start_engine(struct pm_node *n)
 			n->eng_ops = &engine_uring_ops;
 			return 0;
 		}
-		if (want == PM_ENGINE_IO_URING)
+		if (want == PM_ENGINE_IO_URING) {
+			/* The code says "refused"; the log says why. */
+			node_log(n, PM_LOG_ERROR, "io_uring refused by the "
+				 "kernel (%s)", strerror(-r));
 			return -EPROTONOSUPPORT;
+		}
 		static bool logged;
 
 		/* Once per process: every node would say the same. */

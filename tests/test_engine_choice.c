@@ -285,9 +285,15 @@ static void test_refused_forced_fails(void **state)
 	struct pm_node *n = NULL;
 
 	begin_refused();
+	nlogs = 0;
 	assert_int_equal(create(&n, PM_ENGINE_IO_URING, NULL),
 			 -EPROTONOSUPPORT);
 	assert_null(n);
+	/* The code says refused; the log carries the kernel's reason. */
+	assert_int_equal(nlogs, 1);
+	assert_non_null(strstr(logs[0], "io_uring refused"));
+	assert_non_null(strstr(logs[0], strerror(EPERM)));
+	assert_int_equal(logs[0][0], '0' + PM_LOG_ERROR);
 	assert_int_equal(create(&n, PM_ENGINE_AUTO, "io_uring"),
 			 -EPROTONOSUPPORT);
 	assert_null(n);
