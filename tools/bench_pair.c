@@ -64,12 +64,18 @@ static void dial_peer(int fd, struct pm_node *n, struct link *l)
 	child_ready(fd, n);
 }
 
-/* Rings of at least 1 MiB holding four messages; max_message >= size. */
+/*
+ * Rings of at least 4 MiB holding four messages; max_message >= size. The
+ * TX ring keeps what the receiver has not acknowledged (a ring/16 apart),
+ * so it bounds the bytes in flight: 4 MiB matches the kernel's largest
+ * send buffer here (tcp_wmem), which tcp_bench's socket grows to. Against
+ * 1 MiB it measured 47.9 M vs 39.3 M msgs/s at 64 B (medians of 5).
+ */
 static void pair_config(struct pm_config *c, const struct bench_opts *o)
 {
 	uint32_t max = (uint32_t)o->size + 64;
 
-	bench_config(c, o, bench_ring(o->size, 1u << 20),
+	bench_config(c, o, bench_ring(o->size, 4u << 20),
 		     max > (256u << 10) ? max : 256u << 10);
 	c->max_peers = 4;
 }
