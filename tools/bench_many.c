@@ -297,8 +297,11 @@ static int on_hub_message(struct pm_node *n, const struct pm_message *m,
 	else if (seq != h->next[origin])
 		hub_bad(h, "sequence gap", origin);
 	h->next[origin] = seq + 1;
-	h->recv++;
-	h->last_ns = bench_now_ns();
+	/* The clock every 64 messages, not each: it was 14 % of the hub's
+	 * time (flame graph), a cost of the benchmark, not of the engine.
+	 * The end it marks is then at most 63 messages early. */
+	if ((++h->recv & 63) == 0)
+		h->last_ns = bench_now_ns();
 	return 0;
 }
 
@@ -392,6 +395,8 @@ static void hub_child(int fd, const struct bench_opts *o, void *arg)
 		child_fail(fd, "%s", h.why);
 	if (h.closed)
 		child_fail(fd, "%u streams closed during the run", h.closed);
+	if (!h.last_ns)		/* fewer than 64 messages */
+		h.last_ns = bench_now_ns();
 	out = (struct ctl){ .type = CTL_RESULT, .t1 = h.last_ns };
 	out.v[0] = h.recv;
 	out.v[1] = (uint64_t)(bench_cpu_ns() - cpu0);
