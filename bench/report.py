@@ -267,10 +267,19 @@ def pm_only(res):
             if v:
                 rows.append([str(peers), NAMES[label], cell(v, si),
                              cell(res.values(label, "fanin", "mb_per_s",
+                                             peers=peers), num),
+                             cell(res.values(label, "fanin",
+                                             "hub_cpu_ns_per_msg",
                                              peers=peers), num)])
     if rows:
-        out += ["", "### Fan-in: many senders into one node", ""]
-        out += table(["peers", "engine", "msgs/s", "MB/s"], rows)
+        out += ["", "### Fan-in: many senders into one node", "",
+                "`receiver CPU` is the receiving node's user + system "
+                "time per message over the sending phase: on two cores "
+                "the sending crowd takes most of the CPU, so msgs/s is "
+                "bounded by the senders, while CPU per message compares "
+                "what the receiving engines spend (lower is better).", ""]
+        out += table(["peers", "engine", "msgs/s", "MB/s",
+                      "receiver CPU ns/msg"], rows)
     rows = []
     for label in PM:
         for peers in sorted({r.get("peers") for r in res.ok
@@ -377,6 +386,10 @@ def targets(res, sizes):
               res.median(ep, "fanin", "msgs_per_s", peers=1000))
     t.append(["io_uring ≥ 1.3× epoll at fanin 1000", rx(v),
               verdict(v, 1.3, True)])
+    v = ratio(res.median(ep, "fanin", "hub_cpu_ns_per_msg", peers=1000),
+              res.median(io, "fanin", "hub_cpu_ns_per_msg", peers=1000))
+    t.append(["(the same, receiver CPU per message: epoll ÷ io_uring)",
+              rx(v), verdict(v, 1.3, True)])
     v = res.median(io, "scale", "rss_kib_per_peer", peers=10000)
     t.append(["≤ 16 KiB RSS per idle peer at 10,000",
               "—" if v is None else "%.1f KiB" % v,
