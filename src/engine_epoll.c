@@ -53,6 +53,8 @@ enum {
 	F_ACCEPTING = 1 << 3,	/* a listener with accept armed */
 	F_RUNQ = 1 << 4,	/* on the run list */
 	F_DONEQ = 1 << 5,	/* on the done list */
+	F_ENDING = 1 << 6,	/* an event said hang-up or error: no more
+				 * edges will come for what is pending */
 };
 
 struct fdent {
@@ -198,7 +200,7 @@ static void fail_pending(struct engine *e, int fd, int res)
 static void forget(struct engine *e, int fd)
 {
 	fail_pending(e, fd, -EBADF);
-	e->fds[fd].flags &= ~(F_REG | F_IN | F_OUT);
+	e->fds[fd].flags &= ~(F_REG | F_IN | F_OUT | F_ENDING);
 }
 
 /*
@@ -226,7 +228,9 @@ static int reg(struct engine *e, int fd, bool recheck)
 		else
 			return -errno;
 	}
-	f->flags |= F_REG | F_IN | F_OUT;
+	/* A fresh ADD or MOD polls the file again: an EOF or error still
+	 * pending comes back as an event, which sets F_ENDING again. */
+	f->flags = (f->flags & ~F_ENDING) | F_REG | F_IN | F_OUT;
 	return 0;
 }
 
@@ -301,8 +305,10 @@ static void do_recv(struct engine *e, int fd)
 	}
 	/* A short read emptied the socket: data arriving after it raises a
 	 * new edge, so the next recv waits for that instead of spending a
-	 * syscall to learn EAGAIN. */
-	if (r > 0 && (size_t)r < f->rlen)
+	 * syscall to learn EAGAIN. Not once the peer's FIN or an error has
+	 * been signalled: a read stops short before the EOF or the error,
+	 * which the next recv returns, and no edge will announce them. */
+	if (r > 0 && (size_t)r < f->rlen && !(f->flags & F_ENDING))
 		f->flags &= ~F_IN;
 	finish(e, fd, S_RECV, r < 0 ? -errno : (int)r);
 }
@@ -515,7 +521,7 @@ static int ep_cancel(struct engine *e, int fd)
 	fail_pending(e, fd, -ECANCELED);
 	if (f->flags & F_REG)
 		epoll_ctl(e->epfd, EPOLL_CTL_DEL, fd, NULL);
-	f->flags &= ~(F_REG | F_IN | F_OUT);
+	f->flags &= ~(F_REG | F_IN | F_OUT | F_ENDING);
 	return 0;
 }
 
@@ -590,6 +596,8 @@ static int ep_wait(struct engine *e, int timeout_ms)
 			continue;
 		if (m & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 			f->flags |= F_IN;
+		if (m & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+			f->flags |= F_ENDING;
 		if (m & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 			f->flags |= F_OUT;
 		run_fd(e, fd);

@@ -41,6 +41,7 @@ enum {
 	T_CONNECT,
 	T_RECV_A,
 	T_RECV_B,
+	T_RECV_C,
 	T_SEND_A,
 	T_SEND_B,
 	T_POLL,
@@ -498,6 +499,37 @@ static void test_engine_eof(void **state)
 }
 
 /*
+ * A read that stops short of what was asked can still leave the EOF behind
+ * it: data, then the peer's FIN, both queued before the reads. The EOF must
+ * come on the next recv, with no new edge to announce it.
+ */
+static void test_engine_short_read_then_eof(void **state)
+{
+	struct fx *f = begin(state);
+	char rbuf[16];
+	int a, b;
+
+	pair(f, &a, &b);
+	f->nrec = 0;
+	assert_int_equal(write(b, "abcdef", 6), 6);
+	assert_int_equal(shutdown(b, SHUT_WR), 0);
+	/* Exactly what was asked: the readiness seen so far stays. */
+	assert_int_equal(backend->recv(f->e, a, rbuf, 2, T_RECV_A), 0);
+	assert_true(pump_until_count(f, T_RECV_A, 1));
+	assert_int_equal(res_of(f, T_RECV_A), 2);
+	/* Short: the rest of the data, then the EOF. */
+	assert_int_equal(backend->recv(f->e, a, rbuf, sizeof(rbuf),
+				       T_RECV_B), 0);
+	assert_true(pump_until_count(f, T_RECV_B, 1));
+	assert_int_equal(res_of(f, T_RECV_B), 4);
+	assert_memory_equal(rbuf, "cdef", 4);
+	assert_int_equal(backend->recv(f->e, a, rbuf, sizeof(rbuf),
+				       T_RECV_C), 0);
+	assert_true(pump_until_count(f, T_RECV_C, 1));
+	assert_int_equal(res_of(f, T_RECV_C), 0);
+}
+
+/*
  * The core closes idle sockets without telling the engine; the numbers
  * come back from accept and socket(). Nothing of the old sockets may
  * stick to the new ones.
@@ -826,6 +858,7 @@ static const struct CMUnitTest cases[] = {
 	CASE(test_engine_poll_in_file),
 	CASE(test_engine_poll_in_pipe),
 	CASE(test_engine_round_trip),
+	CASE(test_engine_short_read_then_eof),
 };
 
 int main(void)
