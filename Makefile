@@ -38,7 +38,8 @@ TEST_SH := $(wildcard tests/test_*.sh)
 # test programs.
 FAULT_SRC := $(wildcard tests/fault/*.c)
 FAULT_BIN := $(FAULT_SRC:tests/%.c=$(BUILD)/tests/%)
-BENCH_SRC := $(wildcard bench/*.c)
+# bench/common.c is not a program: what the benchmark programs share.
+BENCH_SRC := $(filter-out bench/common.c,$(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
@@ -105,7 +106,8 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libtestlib.a $(BUILD)/libpairm
 	@[ -n "$(Q)" ] && echo "  LD      $@" || true
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libpairmesh.a
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/obj/bench/common.o \
+		  $(BUILD)/libpairmesh.a
 	@mkdir -p $(dir $@)
 	@[ -n "$(Q)" ] && echo "  LD      $@" || true
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The cold half of bench/common.h: the report pipe and the one-way table.
+ * Nothing here runs per message.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+
+#include "common.h"
+
+int read_timed(int fd, void *buf, size_t len, int timeout_ms)
+{
+	char *p = buf;
+	int64_t end = now_ns() + (int64_t)timeout_ms * 1000000;
+
+	while (len) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int64_t left = (end - now_ns()) / 1000000;
+		ssize_t r;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+			return -errno;
+		if (!(pfd.revents & (POLLIN | POLLHUP)))
+			continue;
+		r = read(fd, p, len);
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (r <= 0)
+			return r == 0 ? -EPIPE : -errno;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+int result_check(const struct result_msg *res, int64_t sent, char *why,
+		 size_t len)
+{
+	if (res->ok && res->msgs == (uint64_t)sent &&
+	    res->marker_count == (uint64_t)sent)
+		return 0;
+	snprintf(why, len, "sent %lld, received %llu, marker %llu, first gap: "
+		 "wanted %llu got %llu", (long long)sent,
+		 (unsigned long long)res->msgs,
+		 (unsigned long long)res->marker_count,
+		 (unsigned long long)res->gap_want,
+		 (unsigned long long)res->gap_got);
+	return -1;
+}
+
+void table_head(bool json)
+{
+	if (!json)
+		printf("%-9s %9s %13s %10s %8s\n", "engine", "size", "msgs/s",
+		       "MB/s", "seconds");
+}
+
+void table_row(bool json, const char *engine, size_t size, uint64_t msgs,
+	       uint64_t bytes, double secs)
+{
+	double mps = (double)msgs / secs;
+	double mbps = (double)bytes / 1e6 / secs;
+
+	if (json)
+		printf("{\"engine\":\"%s\",\"size\":%zu,\"msgs\":%llu,"
+		       "\"bytes\":%llu,\"seconds\":%.3f,\"msgs_per_s\":%.0f,"
+		       "\"mb_per_s\":%.1f}\n", engine, size,
+		       (unsigned long long)msgs, (unsigned long long)bytes,
+		       secs, mps, mbps);
+	else
+		printf("%-9s %9zu %13.0f %10.1f %8.3f\n", engine, size, mps,
+		       mbps, secs);
+	fflush(stdout);
+}
+
+void table_fail(bool json, const char *engine, size_t size, const char *why)
+{
+	if (json)
+		printf("{\"engine\":\"%s\",\"size\":%zu,\"fail\":\"%s\"}\n",
+		       engine, size, why);
+	else
+		printf("FAIL %s size %zu: %s\n", engine, size, why);
+	fflush(stdout);
+}

@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the benchmark programs in bench/ and bench/peers/ share: the
+ * clock, whole reads and writes, the report pipe between the two processes
+ * of a run, and the rows of the one-way table (throughput, tcp_baseline).
+ *
+ * The helpers a per-message loop calls are static inline here, so each
+ * program compiles them into its own loops as it did with its own copy:
+ * the peers are the baselines PERF.md divides by, and sharing the source
+ * must not move their speed.
+ */
+#ifndef BENCH_COMMON_H
+#define BENCH_COMMON_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+
+static inline int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Writes all of buf. 0, -EPIPE, or -errno. */
+static inline int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t r = write(fd, p, len);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r == 0 ? -EPIPE : -errno;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+/* Blocking read of exactly len bytes. 0, -EPIPE at EOF, or -errno. */
+static inline int read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t r = read(fd, p, len);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r == 0 ? -EPIPE : -errno;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static inline uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+/*
+ * Reads exactly len bytes from the report pipe within timeout_ms: a child
+ * that died or hangs must fail the run, not block it. 0, -ETIMEDOUT,
+ * -EPIPE at EOF, or -errno.
+ */
+int read_timed(int fd, void *buf, size_t len, int timeout_ms);
+
+/* The one-way table: the receiver's report, once the marker arrived. */
+struct result_msg {
+	int err;		/* 0, or -errno from the receiver's side */
+	int ok;			/* sequence, lengths, fillers, count */
+	uint64_t msgs, bytes;
+	uint64_t marker_count;	/* the count the sender claimed */
+	uint64_t gap_want, gap_got;	/* first bad sequence number */
+	int64_t end_ns;		/* CLOCK_MONOTONIC of the marker */
+};
+
+/*
+ * Whether res matches `sent` messages: 0, or -1 with the reason in why.
+ * The caller checks res->err first.
+ */
+int result_check(const struct result_msg *res, int64_t sent, char *why,
+		 size_t len);
+
+/* The table's header line (not with --json), one row, one failed row. */
+void table_head(bool json);
+void table_row(bool json, const char *engine, size_t size, uint64_t msgs,
+	       uint64_t bytes, double secs);
+void table_fail(bool json, const char *engine, size_t size, const char *why);
+
+#endif
