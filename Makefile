@@ -257,7 +257,10 @@ bench-first: deps
 
 # The programs pairmesh is compared with (bench/peers/) need ZeroMQ and
 # NNG: built only for benchmarking, never by `make` or `make test`.
-PEER_SRC := $(wildcard bench/peers/*.c)
+# peer_common.c and bench/common.c are not programs: each peer is built
+# with them.
+PEER_COMMON := bench/peers/peer_common.c bench/common.c
+PEER_SRC := $(filter-out $(PEER_COMMON),$(wildcard bench/peers/*.c))
 PEER_BIN := $(PEER_SRC:bench/peers/%.c=$(BUILD)/bench/peers/%)
 BENCH_PKGS := iperf3 libzmq3-dev libnng-dev linux-perf
 
@@ -274,11 +277,12 @@ bench-deps: deps
 			$$missing >/dev/null; \
 	fi
 
-$(BUILD)/bench/peers/%: bench/peers/%.c
+$(BUILD)/bench/peers/%: bench/peers/%.c $(PEER_COMMON) \
+		       bench/peers/peer_common.h bench/common.h
 	@mkdir -p $(dir $@)
 	@[ -n "$(Q)" ] && echo "  CC      $<" || true
 	$(Q)$(CC) $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -o $@ $< \
-		-lzmq -lnng -lpthread
+		$(PEER_COMMON) -lzmq -lnng -lpthread
 
 bench-peers: bench-deps $(PEER_BIN)
 

@@ -1,40 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The cold half of bench/common.h: the report pipe and the one-way table.
- * Nothing here runs per message.
+ * The cold half of bench/common.h: the one-way table. Nothing here runs
+ * per message.
  */
-#include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 
 #include "common.h"
-
-int read_timed(int fd, void *buf, size_t len, int timeout_ms)
-{
-	char *p = buf;
-	int64_t end = now_ns() + (int64_t)timeout_ms * 1000000;
-
-	while (len) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		int64_t left = (end - now_ns()) / 1000000;
-		ssize_t r;
-
-		if (left <= 0)
-			return -ETIMEDOUT;
-		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
-			return -errno;
-		if (!(pfd.revents & (POLLIN | POLLHUP)))
-			continue;
-		r = read(fd, p, len);
-		if (r < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (r <= 0)
-			return r == 0 ? -EPIPE : -errno;
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
-}
 
 int result_check(const struct result_msg *res, int64_t sent, char *why,
 		 size_t len)

@@ -4,22 +4,28 @@
  * clock, whole reads and writes, the report pipe between the two processes
  * of a run, and the rows of the one-way table (throughput, tcp_baseline).
  *
- * The helpers a per-message loop calls are static inline here, so each
- * program compiles them into its own loops as it did with its own copy:
- * the peers are the baselines PERF.md divides by, and sharing the source
- * must not move their speed.
+ * The helpers are static, not inline, and all of them are here (the
+ * cold read_timed too), so each program's unit holds the same functions
+ * its own copies were and GCC makes the same inlining choices in the
+ * per-message loops: the peers are the baselines PERF.md compares with,
+ * and sharing the source must not move their code. (Marked inline, or
+ * with a caller fewer, now_ns and write_all got inlined where the loops
+ * used to call them.) MAYBE_UNUSED: not every program calls each.
  */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 
 #include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 
-static inline int64_t now_ns(void)
+#define MAYBE_UNUSED	__attribute__((unused))
+
+static MAYBE_UNUSED int64_t now_ns(void)
 {
 	struct timespec ts;
 
@@ -28,7 +34,7 @@ static inline int64_t now_ns(void)
 }
 
 /* Writes all of buf. 0, -EPIPE, or -errno. */
-static inline int write_all(int fd, const void *buf, size_t len)
+static MAYBE_UNUSED int write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
 
@@ -46,7 +52,7 @@ static inline int write_all(int fd, const void *buf, size_t len)
 }
 
 /* Blocking read of exactly len bytes. 0, -EPIPE at EOF, or -errno. */
-static inline int read_full(int fd, void *buf, size_t len)
+static MAYBE_UNUSED int read_full(int fd, void *buf, size_t len)
 {
 	char *p = buf;
 
@@ -63,7 +69,7 @@ static inline int read_full(int fd, void *buf, size_t len)
 	return 0;
 }
 
-static inline void put_be32(uint8_t *p, uint32_t v)
+static MAYBE_UNUSED void put_be32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)(v >> 24);
 	p[1] = (uint8_t)(v >> 16);
@@ -71,7 +77,7 @@ static inline void put_be32(uint8_t *p, uint32_t v)
 	p[3] = (uint8_t)v;
 }
 
-static inline uint32_t get_be32(const uint8_t *p)
+static MAYBE_UNUSED uint32_t get_be32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
 	       (uint32_t)p[2] << 8 | p[3];
@@ -82,7 +88,33 @@ static inline uint32_t get_be32(const uint8_t *p)
  * that died or hangs must fail the run, not block it. 0, -ETIMEDOUT,
  * -EPIPE at EOF, or -errno.
  */
-int read_timed(int fd, void *buf, size_t len, int timeout_ms);
+static MAYBE_UNUSED int read_timed(int fd, void *buf, size_t len,
+				   int timeout_ms)
+{
+	char *p = buf;
+	int64_t end = now_ns() + (int64_t)timeout_ms * 1000000;
+
+	while (len) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int64_t left = (end - now_ns()) / 1000000;
+		ssize_t r;
+
+		if (left <= 0)
+			return -ETIMEDOUT;
+		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
+			return -errno;
+		if (!(pfd.revents & (POLLIN | POLLHUP)))
+			continue;
+		r = read(fd, p, len);
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (r <= 0)
+			return r == 0 ? -EPIPE : -errno;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
 
 /* The one-way table: the receiver's report, once the marker arrived. */
 struct result_msg {
