@@ -1,11 +1,63 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The cold half of bench/common.h: the one-way table. Nothing here runs
- * per message.
+ * The cold half of bench/common.h: the one-way table and its command
+ * line. Nothing here runs per message.
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common.h"
+
+int table_arg(struct table_opts *t, int argc, char **argv, int *i,
+	      const char *prog, void (*usage)(FILE *f))
+{
+	const char *a = argv[*i], *v = *i + 1 < argc ? argv[*i + 1] : NULL;
+	char *end;
+
+	if (!strcmp(a, "--json")) {
+		t->json = true;
+		return 1;
+	}
+	if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+		usage(stdout);
+		exit(0);
+	}
+	if (!strcmp(a, "--size") && v) {
+		unsigned long long sz = strtoull(v, &end, 0);
+
+		if (*end || sz < TABLE_MIN_SIZE || sz > TABLE_MAX_SIZE ||
+		    t->nsizes == TABLE_MAX_SIZES) {
+			fprintf(stderr, "%s: --size wants %d..%u, at most %d "
+				"times\n", prog, TABLE_MIN_SIZE,
+				TABLE_MAX_SIZE, TABLE_MAX_SIZES);
+			return -EINVAL;
+		}
+		t->sizes[t->nsizes++] = (size_t)sz;
+		++*i;
+		return 1;
+	}
+	if (!strcmp(a, "--seconds") && v) {
+		t->seconds = strtod(v, &end);
+		if (*end || !(t->seconds > 0 && t->seconds <= 3600)) {
+			fprintf(stderr, "%s: bad --seconds\n", prog);
+			return -EINVAL;
+		}
+		++*i;
+		return 1;
+	}
+	return 0;
+}
+
+void table_defaults(struct table_opts *t)
+{
+	if (!t->seconds)
+		t->seconds = 3;
+	if (!t->nsizes) {
+		t->sizes[t->nsizes++] = 64;
+		t->sizes[t->nsizes++] = 64 << 10;
+	}
+}
 
 int result_check(const struct result_msg *res, int64_t sent, char *why,
 		 size_t len)

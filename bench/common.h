@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -125,6 +126,30 @@ struct result_msg {
 	uint64_t gap_want, gap_got;	/* first bad sequence number */
 	int64_t end_ns;		/* CLOCK_MONOTONIC of the marker */
 };
+
+/* The command line both one-way programs take, besides their own flags. */
+#define TABLE_MAX_SIZES	16
+#define TABLE_MIN_SIZE	8		/* room for the sequence number */
+#define TABLE_MAX_SIZE	(64u << 20)
+
+struct table_opts {
+	size_t sizes[TABLE_MAX_SIZES];	/* --size, repeatable */
+	int nsizes;
+	double seconds;
+	bool json;
+};
+
+/*
+ * Takes argv[*i] when it is one of the shared flags: --json, --help (usage
+ * on stdout, exit 0), --size N, --seconds S; steps *i over a value. 1 when
+ * it took it, 0 when it is not one of them (or lacks its value), -EINVAL
+ * after saying why on stderr, prog first.
+ */
+int table_arg(struct table_opts *t, int argc, char **argv, int *i,
+	      const char *prog, void (*usage)(FILE *f));
+
+/* After the command line: 3 s and sizes 64 and 65536 unless given. */
+void table_defaults(struct table_opts *t);
 
 /*
  * Whether res matches `sent` messages: 0, or -1 with the reason in why.

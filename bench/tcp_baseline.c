@@ -46,9 +46,6 @@
 
 #include "common.h"
 
-#define MAX_SIZES	16
-#define MIN_SIZE	8		/* room for the sequence number */
-#define MAX_SIZE	(64u << 20)
 #define HDR		8		/* same header as a pairmesh frame */
 #define TYPE_DATA	0x10
 #define MARKER_SEQ	UINT64_MAX
@@ -59,11 +56,8 @@
 #define GRACE_MS	30000
 
 struct opts {
-	size_t sizes[MAX_SIZES];
-	int nsizes;
-	double seconds;
+	struct table_opts t;
 	size_t batch;
-	bool json;
 };
 
 /* Child to parent, once the socket listens. */
@@ -239,7 +233,7 @@ out:
 
 static void print_fail(const struct opts *o, size_t size, const char *why)
 {
-	table_fail(o->json, "tcp", size, why);
+	table_fail(o->t.json, "tcp", size, why);
 }
 
 /* Parent side of one run. 0, or -1 after printing FAIL. */
@@ -260,7 +254,7 @@ static int sender_run(const struct opts *o, size_t size, uint16_t port,
 		goto out_fail;
 	}
 	setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	sent = send_loop(sfd, size, o->batch, o->seconds, &t0);
+	sent = send_loop(sfd, size, o->batch, o->t.seconds, &t0);
 	if (sent < 0) {
 		snprintf(why, sizeof(why), "send: %s", strerror((int)-sent));
 		goto out_fail;
@@ -277,7 +271,7 @@ static int sender_run(const struct opts *o, size_t size, uint16_t port,
 	}
 	if (result_check(&res, sent, why, sizeof(why)))
 		goto out_fail;
-	table_row(o->json, "tcp", size, res.msgs, res.bytes,
+	table_row(o->t.json, "tcp", size, res.msgs, res.bytes,
 		  (double)(res.end_ns - t0) / 1e9);
 	close(sfd);
 	return 0;
@@ -309,7 +303,7 @@ static int run_one(const struct opts *o, size_t size)
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		receiver_main(fds[1], size, o->seconds);
+		receiver_main(fds[1], size, o->t.seconds);
 	}
 	close(fds[1]);
 	r = read_timed(fds[0], &ready, sizeof(ready), SETUP_MS);
@@ -337,38 +331,17 @@ static void usage(FILE *f)
 
 static int parse(int argc, char **argv, struct opts *o)
 {
-	o->seconds = 3;
 	o->batch = DEFAULT_BATCH;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		char *end;
+		int r = table_arg(&o->t, argc, argv, &i, "tcp_baseline", usage);
 
-		if (!strcmp(a, "--json")) {
-			o->json = true;
-		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			exit(0);
-		} else if (!strcmp(a, "--size") && v) {
-			unsigned long long sz = strtoull(v, &end, 0);
-
-			if (*end || sz < MIN_SIZE || sz > MAX_SIZE ||
-			    o->nsizes == MAX_SIZES) {
-				fprintf(stderr, "tcp_baseline: --size wants "
-					"%d..%u, at most %d times\n",
-					MIN_SIZE, MAX_SIZE, MAX_SIZES);
-				return -EINVAL;
-			}
-			o->sizes[o->nsizes++] = (size_t)sz;
-			i++;
-		} else if (!strcmp(a, "--seconds") && v) {
-			o->seconds = strtod(v, &end);
-			if (*end || !(o->seconds > 0 && o->seconds <= 3600)) {
-				fprintf(stderr,
-					"tcp_baseline: bad --seconds\n");
-				return -EINVAL;
-			}
-			i++;
-		} else if (!strcmp(a, "--batch") && v) {
+		if (r < 0)
+			return r;
+		if (r)
+			continue;
+		if (!strcmp(a, "--batch") && v) {
 			unsigned long long b = strtoull(v, &end, 0);
 
 			if (*end || b == 0 || b > (256u << 20)) {
@@ -382,10 +355,7 @@ static int parse(int argc, char **argv, struct opts *o)
 			return -EINVAL;
 		}
 	}
-	if (!o->nsizes) {
-		o->sizes[o->nsizes++] = 64;
-		o->sizes[o->nsizes++] = 64 << 10;
-	}
+	table_defaults(&o->t);
 	return 0;
 }
 
@@ -397,9 +367,9 @@ int main(int argc, char **argv)
 	if (parse(argc, argv, &o))
 		return 2;
 	signal(SIGPIPE, SIG_IGN);
-	table_head(o.json);
-	for (int i = 0; i < o.nsizes; i++)
-		if (run_one(&o, o.sizes[i]))
+	table_head(o.t.json);
+	for (int i = 0; i < o.t.nsizes; i++)
+		if (run_one(&o, o.t.sizes[i]))
 			fails++;
 	return fails ? 1 : 0;
 }

@@ -41,9 +41,6 @@
 #include "common.h"
 #include "pairmesh.h"
 
-#define MAX_SIZES	16
-#define MIN_SIZE	8		/* room for the sequence number */
-#define MAX_SIZE	(64u << 20)
 #define MARKER_SEQ	UINT64_MAX
 #define MARKER_LEN	16		/* MARKER_SEQ, then the count */
 #define DEFAULT_RING	(1u << 20)
@@ -53,11 +50,8 @@
 #define GRACE_MS	30000		/* for the marker after the deadline */
 
 struct opts {
-	size_t sizes[MAX_SIZES];
-	int nsizes;
-	double seconds;
+	struct table_opts t;
 	const char *engine;
-	bool json;
 };
 
 /* Child to parent, once the node listens. */
@@ -328,13 +322,13 @@ struct row {
 
 static void print_row(const struct opts *o, const struct row *w)
 {
-	table_row(o->json, w->engine, w->size, w->msgs, w->bytes, w->seconds);
+	table_row(o->t.json, w->engine, w->size, w->msgs, w->bytes, w->seconds);
 }
 
 static void print_fail(const struct opts *o, const char *engine, size_t size,
 		       const char *why)
 {
-	table_fail(o->json, engine, size, why);
+	table_fail(o->t.json, engine, size, why);
 }
 
 /* Runs the loop until cond or timeout. false on timeout or loop error. */
@@ -390,7 +384,7 @@ static int sender_run(const struct opts *o, enum pm_engine eng, size_t size,
 			 pm_close_reason_str(tx.close_reason));
 		goto out_fail;
 	}
-	sent = send_loop(n, s, &tx, size, o->seconds, &t0);
+	sent = send_loop(n, s, &tx, size, o->t.seconds, &t0);
 	if (sent < 0) {
 		snprintf(why, sizeof(why), "send: %s", strerror((int)-sent));
 		goto out_fail;
@@ -433,7 +427,7 @@ static int run_one(const struct opts *o, enum pm_engine eng,
 	bench_config(&c, eng, size);
 	r = pm_node_create(&probe, &c);
 	if (r == -EPROTONOSUPPORT || r == -EPERM || r == -ENOSYS) {
-		if (o->json)
+		if (o->t.json)
 			printf("{\"engine\":\"%s\",\"skipped\":\"%s\"}\n",
 			       name, strerror(-r));
 		else
@@ -461,7 +455,7 @@ static int run_one(const struct opts *o, enum pm_engine eng,
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		receiver_main(fds[1], eng, size, o->seconds);
+		receiver_main(fds[1], eng, size, o->t.seconds);
 	}
 	close(fds[1]);
 	r = read_timed(fds[0], &ready, sizeof(ready), SETUP_MS);
@@ -495,37 +489,16 @@ static void usage(FILE *f)
 
 static int parse(int argc, char **argv, struct opts *o)
 {
-	o->seconds = 3;
 	o->engine = "all";
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		char *end;
+		int r = table_arg(&o->t, argc, argv, &i, "throughput", usage);
 
-		if (!strcmp(a, "--json")) {
-			o->json = true;
-		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			exit(0);
-		} else if (!strcmp(a, "--size") && v) {
-			unsigned long long sz = strtoull(v, &end, 0);
-
-			if (*end || sz < MIN_SIZE || sz > MAX_SIZE ||
-			    o->nsizes == MAX_SIZES) {
-				fprintf(stderr, "throughput: --size wants "
-					"%d..%u, at most %d times\n",
-					MIN_SIZE, MAX_SIZE, MAX_SIZES);
-				return -EINVAL;
-			}
-			o->sizes[o->nsizes++] = (size_t)sz;
-			i++;
-		} else if (!strcmp(a, "--seconds") && v) {
-			o->seconds = strtod(v, &end);
-			if (*end || !(o->seconds > 0 && o->seconds <= 3600)) {
-				fprintf(stderr, "throughput: bad --seconds\n");
-				return -EINVAL;
-			}
-			i++;
-		} else if (!strcmp(a, "--engine") && v) {
+		if (r < 0)
+			return r;
+		if (r)
+			continue;
+		if (!strcmp(a, "--engine") && v) {
 			o->engine = v;
 			if (strcmp(v, "all") && strcmp(v, "auto") &&
 			    strcmp(v, "io_uring") && strcmp(v, "epoll")) {
@@ -538,10 +511,7 @@ static int parse(int argc, char **argv, struct opts *o)
 			return -EINVAL;
 		}
 	}
-	if (!o->nsizes) {
-		o->sizes[o->nsizes++] = 64;
-		o->sizes[o->nsizes++] = 64 << 10;
-	}
+	table_defaults(&o->t);
 	return 0;
 }
 
@@ -562,16 +532,16 @@ int main(int argc, char **argv)
 		return 2;
 	/* A peer that vanishes must show as an error, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
-	table_head(o.json);
+	table_head(o.t.json);
 	for (size_t e = 0; e < sizeof(engines) / sizeof(engines[0]); e++) {
 		bool all = !strcmp(o.engine, "all");
 
 		if (all ? engines[e].eng == PM_ENGINE_AUTO :
 			  strcmp(o.engine, engines[e].name))
 			continue;
-		for (int i = 0; i < o.nsizes; i++) {
+		for (int i = 0; i < o.t.nsizes; i++) {
 			int r = run_one(&o, engines[e].eng, engines[e].name,
-					o.sizes[i]);
+					o.t.sizes[i]);
 
 			if (r == 1)
 				break;	/* engine skipped: skip its sizes */
