@@ -38,7 +38,8 @@ TEST_SH := $(wildcard tests/test_*.sh)
 # test programs.
 FAULT_SRC := $(wildcard tests/fault/*.c)
 FAULT_BIN := $(FAULT_SRC:tests/%.c=$(BUILD)/tests/%)
-BENCH_SRC := $(wildcard bench/*.c)
+# bench/common.c is not a program: what the benchmark programs share.
+BENCH_SRC := $(filter-out bench/common.c,$(wildcard bench/*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
@@ -105,7 +106,8 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/%.o $(BUILD)/libtestlib.a $(BUILD)/libpairm
 	@[ -n "$(Q)" ] && echo "  LD      $@" || true
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/libpairmesh.a
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(BUILD)/obj/bench/common.o \
+		  $(BUILD)/libpairmesh.a
 	@mkdir -p $(dir $@)
 	@[ -n "$(Q)" ] && echo "  LD      $@" || true
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -255,7 +257,10 @@ bench-first: deps
 
 # The programs pairmesh is compared with (bench/peers/) need ZeroMQ and
 # NNG: built only for benchmarking, never by `make` or `make test`.
-PEER_SRC := $(wildcard bench/peers/*.c)
+# peer_common.c and bench/common.c are not programs: each peer is built
+# with them.
+PEER_COMMON := bench/peers/peer_common.c bench/common.c
+PEER_SRC := $(filter-out $(PEER_COMMON),$(wildcard bench/peers/*.c))
 PEER_BIN := $(PEER_SRC:bench/peers/%.c=$(BUILD)/bench/peers/%)
 BENCH_PKGS := iperf3 libzmq3-dev libnng-dev linux-perf
 
@@ -272,11 +277,12 @@ bench-deps: deps
 			$$missing >/dev/null; \
 	fi
 
-$(BUILD)/bench/peers/%: bench/peers/%.c
+$(BUILD)/bench/peers/%: bench/peers/%.c $(PEER_COMMON) \
+		       bench/peers/peer_common.h bench/common.h
 	@mkdir -p $(dir $@)
 	@[ -n "$(Q)" ] && echo "  CC      $<" || true
 	$(Q)$(CC) $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -o $@ $< \
-		-lzmq -lnng -lpthread
+		$(PEER_COMMON) -lzmq -lnng -lpthread
 
 bench-peers: bench-deps $(PEER_BIN)
 

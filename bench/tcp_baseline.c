@@ -33,7 +33,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -43,12 +42,10 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#define MAX_SIZES	16
-#define MIN_SIZE	8		/* room for the sequence number */
-#define MAX_SIZE	(64u << 20)
+#include "common.h"
+
 #define HDR		8		/* same header as a pairmesh frame */
 #define TYPE_DATA	0x10
 #define MARKER_SEQ	UINT64_MAX
@@ -59,11 +56,8 @@
 #define GRACE_MS	30000
 
 struct opts {
-	size_t sizes[MAX_SIZES];
-	int nsizes;
-	double seconds;
+	struct table_opts t;
 	size_t batch;
-	bool json;
 };
 
 /* Child to parent, once the socket listens. */
@@ -72,38 +66,6 @@ struct ready_msg {
 	uint16_t port;
 };
 
-/* Child to parent, once the marker arrived (or the child gave up). */
-struct result_msg {
-	int err;
-	int ok;
-	uint64_t msgs, bytes;
-	uint64_t marker_count;
-	uint64_t gap_want, gap_got;
-	int64_t end_ns;
-};
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
-}
-
 static void put_hdr(uint8_t *p, uint32_t len)
 {
 	put_be32(p, len);
@@ -111,51 +73,6 @@ static void put_hdr(uint8_t *p, uint32_t len)
 	p[5] = 0;
 	p[6] = 0;
 	p[7] = 0;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t r = write(fd, p, len);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r == 0 ? -EPIPE : -errno;
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
-}
-
-/* Reads exactly len bytes within timeout_ms. 0, -ETIMEDOUT, -EPIPE. */
-static int read_all(int fd, void *buf, size_t len, int timeout_ms)
-{
-	char *p = buf;
-	int64_t end = now_ns() + (int64_t)timeout_ms * 1000000;
-
-	while (len) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		int64_t left = (end - now_ns()) / 1000000;
-		ssize_t r;
-
-		if (left <= 0)
-			return -ETIMEDOUT;
-		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
-			return -errno;
-		if (!(pfd.revents & (POLLIN | POLLHUP)))
-			continue;
-		r = read(fd, p, len);
-		if (r < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (r <= 0)
-			return r == 0 ? -EPIPE : -errno;
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
 }
 
 /* Receiver side. */
@@ -314,32 +231,9 @@ out:
 	return r ? r : (int64_t)seq;
 }
 
-static void print_row(const struct opts *o, size_t size,
-		      const struct result_msg *res, double secs)
-{
-	double mps = (double)res->msgs / secs;
-	double mbps = (double)res->bytes / 1e6 / secs;
-
-	if (o->json)
-		printf("{\"engine\":\"tcp\",\"size\":%zu,\"msgs\":%llu,"
-		       "\"bytes\":%llu,\"seconds\":%.3f,\"msgs_per_s\":%.0f,"
-		       "\"mb_per_s\":%.1f}\n", size,
-		       (unsigned long long)res->msgs,
-		       (unsigned long long)res->bytes, secs, mps, mbps);
-	else
-		printf("%-9s %9zu %13.0f %10.1f %8.3f\n", "tcp", size, mps,
-		       mbps, secs);
-	fflush(stdout);
-}
-
 static void print_fail(const struct opts *o, size_t size, const char *why)
 {
-	if (o->json)
-		printf("{\"engine\":\"tcp\",\"size\":%zu,\"fail\":\"%s\"}\n",
-		       size, why);
-	else
-		printf("FAIL tcp size %zu: %s\n", size, why);
-	fflush(stdout);
+	table_fail(o->t.json, "tcp", size, why);
 }
 
 /* Parent side of one run. 0, or -1 after printing FAIL. */
@@ -360,12 +254,12 @@ static int sender_run(const struct opts *o, size_t size, uint16_t port,
 		goto out_fail;
 	}
 	setsockopt(sfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	sent = send_loop(sfd, size, o->batch, o->seconds, &t0);
+	sent = send_loop(sfd, size, o->batch, o->t.seconds, &t0);
 	if (sent < 0) {
 		snprintf(why, sizeof(why), "send: %s", strerror((int)-sent));
 		goto out_fail;
 	}
-	r = read_all(pfd, &res, sizeof(res), GRACE_MS);
+	r = read_timed(pfd, &res, sizeof(res), GRACE_MS);
 	if (r) {
 		snprintf(why, sizeof(why), "no result from the receiver: %s",
 			 strerror(-r));
@@ -375,17 +269,10 @@ static int sender_run(const struct opts *o, size_t size, uint16_t port,
 		snprintf(why, sizeof(why), "receiver: %s", strerror(-res.err));
 		goto out_fail;
 	}
-	if (!res.ok || res.msgs != (uint64_t)sent ||
-	    res.marker_count != (uint64_t)sent) {
-		snprintf(why, sizeof(why), "sent %lld, received %llu, marker "
-			 "%llu, first gap: wanted %llu got %llu",
-			 (long long)sent, (unsigned long long)res.msgs,
-			 (unsigned long long)res.marker_count,
-			 (unsigned long long)res.gap_want,
-			 (unsigned long long)res.gap_got);
+	if (result_check(&res, sent, why, sizeof(why)))
 		goto out_fail;
-	}
-	print_row(o, size, &res, (double)(res.end_ns - t0) / 1e9);
+	table_row(o->t.json, "tcp", size, res.msgs, res.bytes,
+		  (double)(res.end_ns - t0) / 1e9);
 	close(sfd);
 	return 0;
 out_fail:
@@ -416,10 +303,10 @@ static int run_one(const struct opts *o, size_t size)
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		receiver_main(fds[1], size, o->seconds);
+		receiver_main(fds[1], size, o->t.seconds);
 	}
 	close(fds[1]);
-	r = read_all(fds[0], &ready, sizeof(ready), SETUP_MS);
+	r = read_timed(fds[0], &ready, sizeof(ready), SETUP_MS);
 	if (r || ready.err)
 		print_fail(o, size, r ? "receiver did not start" :
 			   strerror(-ready.err));
@@ -444,38 +331,17 @@ static void usage(FILE *f)
 
 static int parse(int argc, char **argv, struct opts *o)
 {
-	o->seconds = 3;
 	o->batch = DEFAULT_BATCH;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		char *end;
+		int r = table_arg(&o->t, argc, argv, &i, "tcp_baseline", usage);
 
-		if (!strcmp(a, "--json")) {
-			o->json = true;
-		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			exit(0);
-		} else if (!strcmp(a, "--size") && v) {
-			unsigned long long sz = strtoull(v, &end, 0);
-
-			if (*end || sz < MIN_SIZE || sz > MAX_SIZE ||
-			    o->nsizes == MAX_SIZES) {
-				fprintf(stderr, "tcp_baseline: --size wants "
-					"%d..%u, at most %d times\n",
-					MIN_SIZE, MAX_SIZE, MAX_SIZES);
-				return -EINVAL;
-			}
-			o->sizes[o->nsizes++] = (size_t)sz;
-			i++;
-		} else if (!strcmp(a, "--seconds") && v) {
-			o->seconds = strtod(v, &end);
-			if (*end || !(o->seconds > 0 && o->seconds <= 3600)) {
-				fprintf(stderr,
-					"tcp_baseline: bad --seconds\n");
-				return -EINVAL;
-			}
-			i++;
-		} else if (!strcmp(a, "--batch") && v) {
+		if (r < 0)
+			return r;
+		if (r)
+			continue;
+		if (!strcmp(a, "--batch") && v) {
 			unsigned long long b = strtoull(v, &end, 0);
 
 			if (*end || b == 0 || b > (256u << 20)) {
@@ -489,10 +355,7 @@ static int parse(int argc, char **argv, struct opts *o)
 			return -EINVAL;
 		}
 	}
-	if (!o->nsizes) {
-		o->sizes[o->nsizes++] = 64;
-		o->sizes[o->nsizes++] = 64 << 10;
-	}
+	table_defaults(&o->t);
 	return 0;
 }
 
@@ -504,11 +367,9 @@ int main(int argc, char **argv)
 	if (parse(argc, argv, &o))
 		return 2;
 	signal(SIGPIPE, SIG_IGN);
-	if (!o.json)
-		printf("%-9s %9s %13s %10s %8s\n", "engine", "size", "msgs/s",
-		       "MB/s", "seconds");
-	for (int i = 0; i < o.nsizes; i++)
-		if (run_one(&o, o.sizes[i]))
+	table_head(o.t.json);
+	for (int i = 0; i < o.t.nsizes; i++)
+		if (run_one(&o, o.t.sizes[i]))
 			fails++;
 	return fails ? 1 : 0;
 }

@@ -28,7 +28,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -37,14 +36,11 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common.h"
 #include "pairmesh.h"
 
-#define MAX_SIZES	16
-#define MIN_SIZE	8		/* room for the sequence number */
-#define MAX_SIZE	(64u << 20)
 #define MARKER_SEQ	UINT64_MAX
 #define MARKER_LEN	16		/* MARKER_SEQ, then the count */
 #define DEFAULT_RING	(1u << 20)
@@ -54,27 +50,14 @@
 #define GRACE_MS	30000		/* for the marker after the deadline */
 
 struct opts {
-	size_t sizes[MAX_SIZES];
-	int nsizes;
-	double seconds;
+	struct table_opts t;
 	const char *engine;
-	bool json;
 };
 
 /* Child to parent, once the node listens. */
 struct ready_msg {
 	int err;
 	char addr[64];
-};
-
-/* Child to parent, once the marker arrived (or the child gave up). */
-struct result_msg {
-	int err;		/* 0, or -errno from the receiver's side */
-	int ok;			/* sequence, lengths, fillers, count */
-	uint64_t msgs, bytes;
-	uint64_t marker_count;	/* the count the sender claimed */
-	uint64_t gap_want, gap_got;	/* first bad sequence number */
-	int64_t end_ns;		/* CLOCK_MONOTONIC of the marker */
 };
 
 struct receiver {
@@ -92,14 +75,6 @@ struct sender {
 	bool have_result;
 	struct result_msg res;
 };
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static uint32_t pow2_at_least(uint64_t v)
 {
@@ -122,51 +97,6 @@ static void bench_config(struct pm_config *c, enum pm_engine eng, size_t size)
 	c->max_peers = 4;
 	c->ring_size = ring > min_ring ? ring : min_ring;
 	c->max_message = size > DEFAULT_MAX ? (uint32_t)size : DEFAULT_MAX;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t r = write(fd, p, len);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -errno;
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
-}
-
-/* Reads exactly len bytes within timeout_ms. 0, -ETIMEDOUT, -EPIPE. */
-static int read_all(int fd, void *buf, size_t len, int timeout_ms)
-{
-	char *p = buf;
-	int64_t end = now_ns() + (int64_t)timeout_ms * 1000000;
-
-	while (len) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		int64_t left = (end - now_ns()) / 1000000;
-		ssize_t r;
-
-		if (left <= 0)
-			return -ETIMEDOUT;
-		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
-			return -errno;
-		if (!(pfd.revents & (POLLIN | POLLHUP)))
-			continue;
-		r = read(fd, p, len);
-		if (r < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (r <= 0)
-			return r == 0 ? -EPIPE : -errno;
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
 }
 
 /* Receiver side. */
@@ -295,7 +225,7 @@ static void on_result(struct pm_node *n, int fd, void *user)
 
 	/* The child writes the result in one write below PIPE_BUF, so a
 	 * readable pipe holds all of it, or is at EOF: the child died. */
-	if (read_all(fd, &tx->res, sizeof(tx->res), 1000) == 0)
+	if (read_timed(fd, &tx->res, sizeof(tx->res), 1000) == 0)
 		tx->have_result = true;
 	else
 		tx->closed = true;
@@ -392,30 +322,13 @@ struct row {
 
 static void print_row(const struct opts *o, const struct row *w)
 {
-	double mps = (double)w->msgs / w->seconds;
-	double mbps = (double)w->bytes / 1e6 / w->seconds;
-
-	if (o->json)
-		printf("{\"engine\":\"%s\",\"size\":%zu,\"msgs\":%llu,"
-		       "\"bytes\":%llu,\"seconds\":%.3f,\"msgs_per_s\":%.0f,"
-		       "\"mb_per_s\":%.1f}\n", w->engine, w->size,
-		       (unsigned long long)w->msgs,
-		       (unsigned long long)w->bytes, w->seconds, mps, mbps);
-	else
-		printf("%-9s %9zu %13.0f %10.1f %8.3f\n", w->engine, w->size,
-		       mps, mbps, w->seconds);
-	fflush(stdout);
+	table_row(o->t.json, w->engine, w->size, w->msgs, w->bytes, w->seconds);
 }
 
 static void print_fail(const struct opts *o, const char *engine, size_t size,
 		       const char *why)
 {
-	if (o->json)
-		printf("{\"engine\":\"%s\",\"size\":%zu,\"fail\":\"%s\"}\n",
-		       engine, size, why);
-	else
-		printf("FAIL %s size %zu: %s\n", engine, size, why);
-	fflush(stdout);
+	table_fail(o->t.json, engine, size, why);
 }
 
 /* Runs the loop until cond or timeout. false on timeout or loop error. */
@@ -471,7 +384,7 @@ static int sender_run(const struct opts *o, enum pm_engine eng, size_t size,
 			 pm_close_reason_str(tx.close_reason));
 		goto out_fail;
 	}
-	sent = send_loop(n, s, &tx, size, o->seconds, &t0);
+	sent = send_loop(n, s, &tx, size, o->t.seconds, &t0);
 	if (sent < 0) {
 		snprintf(why, sizeof(why), "send: %s", strerror((int)-sent));
 		goto out_fail;
@@ -486,16 +399,8 @@ static int sender_run(const struct opts *o, enum pm_engine eng, size_t size,
 			 strerror(-tx.res.err));
 		goto out_fail;
 	}
-	if (!tx.res.ok || tx.res.msgs != (uint64_t)sent ||
-	    tx.res.marker_count != (uint64_t)sent) {
-		snprintf(why, sizeof(why), "sent %lld, received %llu, marker "
-			 "%llu, first gap: wanted %llu got %llu",
-			 (long long)sent, (unsigned long long)tx.res.msgs,
-			 (unsigned long long)tx.res.marker_count,
-			 (unsigned long long)tx.res.gap_want,
-			 (unsigned long long)tx.res.gap_got);
+	if (result_check(&tx.res, sent, why, sizeof(why)))
 		goto out_fail;
-	}
 	w->msgs = tx.res.msgs;
 	w->bytes = tx.res.bytes;
 	w->seconds = (double)(tx.res.end_ns - t0) / 1e9;
@@ -522,7 +427,7 @@ static int run_one(const struct opts *o, enum pm_engine eng,
 	bench_config(&c, eng, size);
 	r = pm_node_create(&probe, &c);
 	if (r == -EPROTONOSUPPORT || r == -EPERM || r == -ENOSYS) {
-		if (o->json)
+		if (o->t.json)
 			printf("{\"engine\":\"%s\",\"skipped\":\"%s\"}\n",
 			       name, strerror(-r));
 		else
@@ -550,10 +455,10 @@ static int run_one(const struct opts *o, enum pm_engine eng,
 	}
 	if (pid == 0) {
 		close(fds[0]);
-		receiver_main(fds[1], eng, size, o->seconds);
+		receiver_main(fds[1], eng, size, o->t.seconds);
 	}
 	close(fds[1]);
-	r = read_all(fds[0], &ready, sizeof(ready), SETUP_MS);
+	r = read_timed(fds[0], &ready, sizeof(ready), SETUP_MS);
 	if (r || ready.err) {
 		print_fail(o, name, size, r ? "receiver did not start" :
 			   strerror(-ready.err));
@@ -584,37 +489,16 @@ static void usage(FILE *f)
 
 static int parse(int argc, char **argv, struct opts *o)
 {
-	o->seconds = 3;
 	o->engine = "all";
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		char *end;
+		int r = table_arg(&o->t, argc, argv, &i, "throughput", usage);
 
-		if (!strcmp(a, "--json")) {
-			o->json = true;
-		} else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			exit(0);
-		} else if (!strcmp(a, "--size") && v) {
-			unsigned long long sz = strtoull(v, &end, 0);
-
-			if (*end || sz < MIN_SIZE || sz > MAX_SIZE ||
-			    o->nsizes == MAX_SIZES) {
-				fprintf(stderr, "throughput: --size wants "
-					"%d..%u, at most %d times\n",
-					MIN_SIZE, MAX_SIZE, MAX_SIZES);
-				return -EINVAL;
-			}
-			o->sizes[o->nsizes++] = (size_t)sz;
-			i++;
-		} else if (!strcmp(a, "--seconds") && v) {
-			o->seconds = strtod(v, &end);
-			if (*end || !(o->seconds > 0 && o->seconds <= 3600)) {
-				fprintf(stderr, "throughput: bad --seconds\n");
-				return -EINVAL;
-			}
-			i++;
-		} else if (!strcmp(a, "--engine") && v) {
+		if (r < 0)
+			return r;
+		if (r)
+			continue;
+		if (!strcmp(a, "--engine") && v) {
 			o->engine = v;
 			if (strcmp(v, "all") && strcmp(v, "auto") &&
 			    strcmp(v, "io_uring") && strcmp(v, "epoll")) {
@@ -627,10 +511,7 @@ static int parse(int argc, char **argv, struct opts *o)
 			return -EINVAL;
 		}
 	}
-	if (!o->nsizes) {
-		o->sizes[o->nsizes++] = 64;
-		o->sizes[o->nsizes++] = 64 << 10;
-	}
+	table_defaults(&o->t);
 	return 0;
 }
 
@@ -651,18 +532,16 @@ int main(int argc, char **argv)
 		return 2;
 	/* A peer that vanishes must show as an error, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
-	if (!o.json)
-		printf("%-9s %9s %13s %10s %8s\n", "engine", "size", "msgs/s",
-		       "MB/s", "seconds");
+	table_head(o.t.json);
 	for (size_t e = 0; e < sizeof(engines) / sizeof(engines[0]); e++) {
 		bool all = !strcmp(o.engine, "all");
 
 		if (all ? engines[e].eng == PM_ENGINE_AUTO :
 			  strcmp(o.engine, engines[e].name))
 			continue;
-		for (int i = 0; i < o.nsizes; i++) {
+		for (int i = 0; i < o.t.nsizes; i++) {
 			int r = run_one(&o, engines[e].eng, engines[e].name,
-					o.sizes[i]);
+					o.t.sizes[i]);
 
 			if (r == 1)
 				break;	/* engine skipped: skip its sizes */

@@ -22,130 +22,23 @@
  * 1; bad arguments exit 2. --json prints one JSON object on one line.
  */
 #include <errno.h>
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "peer_common.h"
+
 #define IMPL		"zmq"
-#define MIN_SIZE	16		/* pairmesh bench's body header */
-#define MAX_SIZE	(64u << 20)
 #define EP_LEN		128
-#define SETUP_MS	10000
-#define WARMUP		1000		/* untimed round trips */
-#define GRACE_MS	30000
 
-enum mode { MODE_THROUGHPUT, MODE_LATENCY };
-
-struct opts {
-	enum mode mode;
-	size_t size;
-	double seconds;
-	bool json;
-	bool inject_gap;	/* skip one sequence number: tests the check */
-};
-
-/* Child to parent through the pipe, once at the start and once at the end. */
+/* Child to parent through the pipe, once at the start. */
 struct ready_msg {
 	int err;
 	char ep[EP_LEN];
 };
-
-struct report {
-	int err;			/* zmq errno, or 0 */
-	int ok;				/* every check passed */
-	uint64_t msgs, bytes;
-	uint64_t gap_want, gap_got;
-	int64_t end_ns;
-};
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/*
- * The message body of `pairmesh bench` (tools/bench_proc.c msg_fill): the
- * sequence number, 4 zero bytes (the origin there), and check bytes at 12
- * and at the end. The rest of the buffer is left as it is, as pairmesh
- * leaves its ring, so both do the same work per message.
- */
-static void fill(uint8_t *d, size_t size, uint64_t seq)
-{
-	memcpy(d, &seq, sizeof(seq));
-	memset(d + 8, 0, 4);
-	d[12] = (uint8_t)seq;
-	d[size - 1] = (uint8_t)(seq >> 8);
-}
-
-static bool payload_ok(const uint8_t *d, size_t len, size_t size,
-		       uint64_t want, uint64_t *got)
-{
-	uint64_t seq;
-
-	if (len != size)
-		return false;
-	memcpy(&seq, d, sizeof(seq));
-	*got = seq;
-	return seq == want && d[12] == (uint8_t)seq &&
-	       d[len - 1] == (uint8_t)(seq >> 8);
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len) {
-		ssize_t r = write(fd, p, len);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r == 0 ? -EPIPE : -errno;
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
-}
-
-static int read_timed(int fd, void *buf, size_t len, int timeout_ms)
-{
-	char *p = buf;
-	int64_t end = now_ns() + (int64_t)timeout_ms * 1000000;
-
-	while (len) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		int64_t left = (end - now_ns()) / 1000000;
-		ssize_t r;
-
-		if (left <= 0)
-			return -ETIMEDOUT;
-		if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR)
-			return -errno;
-		if (!(pfd.revents & (POLLIN | POLLHUP)))
-			continue;
-		r = read(fd, p, len);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r == 0 ? -EPIPE : -errno;
-		p += r;
-		len -= (size_t)r;
-	}
-	return 0;
-}
 
 /* zmq_send/zmq_recv, retried on EINTR. Bytes, or -errno. */
 static int zsend(void *s, const void *buf, size_t len)
@@ -218,8 +111,7 @@ static void child_main(const struct opts *o, int pfd)
 	size_t len = sizeof(ready.ep);
 	void *ctx, *s;
 
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	alarm(2 * (unsigned int)o->seconds + 2 * (SETUP_MS + GRACE_MS) / 1000);
+	child_setup(o);
 	ctx = zmq_ctx_new();
 	s = ctx ? zmq_socket(ctx, o->mode == MODE_THROUGHPUT ? ZMQ_PULL :
 			     ZMQ_REP) : NULL;
@@ -229,9 +121,7 @@ static void child_main(const struct opts *o, int pfd)
 	if (write_all(pfd, &ready, sizeof(ready)) || ready.err)
 		_exit(1);
 	rep.err = child_loop(s, o, &rep);
-	if (rep.err)
-		rep.ok = 0;
-	write_all(pfd, &rep, sizeof(rep));
+	child_report(pfd, &rep);
 	/* Let the last reply go out before the context goes away. */
 	zmq_close(s);
 	zmq_ctx_term(ctx);
@@ -267,46 +157,6 @@ static int64_t push_loop(void *s, const struct opts *o, int64_t *t0)
 out:
 	free(buf);
 	return r < 0 ? r : (int64_t)n;
-}
-
-struct samples {
-	uint32_t *ns;
-	size_t n, cap;
-};
-
-static int samples_add(struct samples *s, int64_t ns)
-{
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? 2 * s->cap : 1u << 16;
-		uint32_t *p = realloc(s->ns, cap * sizeof(*p));
-
-		if (!p)
-			return -ENOMEM;
-		s->ns = p;
-		s->cap = cap;
-	}
-	s->ns[s->n++] = ns > UINT32_MAX ? UINT32_MAX : (uint32_t)ns;
-	return 0;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Nearest rank, as pairmesh bench: the ceil(p * n)-th smallest, in us. */
-static double pct_us(const struct samples *s, double p)
-{
-	double x = p * (double)s->n;
-	size_t i = (size_t)x;
-
-	if ((double)i < x)
-		i++;
-	if (i > s->n)
-		i = s->n;
-	return s->ns[i ? i - 1 : 0] / 1e3;
 }
 
 /* Parent: REQ client. Round trips, or -errno. */
@@ -362,48 +212,6 @@ out:
 	return r < 0 ? r : (int64_t)n;
 }
 
-static const char *scen_name(const struct opts *o)
-{
-	return o->mode == MODE_THROUGHPUT ? "throughput" : "latency";
-}
-
-static void print_fail(const struct opts *o, const char *why)
-{
-	if (o->json)
-		printf("{\"scenario\":\"%s\",\"impl\":\"%s\",\"size\":%zu,"
-		       "\"fail\":\"%s\"}\n", scen_name(o), IMPL, o->size, why);
-	else
-		printf("FAIL %s %s size %zu: %s\n", IMPL, scen_name(o),
-		       o->size, why);
-	fflush(stdout);
-}
-
-static void print_row(const struct opts *o, uint64_t msgs, double secs,
-		      const struct samples *s)
-{
-	double mps = (double)msgs / secs;
-	double mbps = (double)msgs * (double)o->size / 1e6 / secs;
-	char p[3][32] = { "null", "null", "null" };
-
-	if (s && s->n) {
-		snprintf(p[0], sizeof(p[0]), "%.2f", pct_us(s, 0.50));
-		snprintf(p[1], sizeof(p[1]), "%.2f", pct_us(s, 0.99));
-		snprintf(p[2], sizeof(p[2]), "%.2f", pct_us(s, 0.999));
-	}
-	if (o->json)
-		printf("{\"scenario\":\"%s\",\"impl\":\"%s\",\"engine\":\"%s\","
-		       "\"size\":%zu,\"seconds\":%.3f,\"msgs\":%llu,"
-		       "\"msgs_per_s\":%.1f,\"mb_per_s\":%.2f,\"p50_us\":%s,"
-		       "\"p99_us\":%s,\"p999_us\":%s}\n", scen_name(o), IMPL,
-		       IMPL, o->size, secs, (unsigned long long)msgs, mps,
-		       mbps, p[0], p[1], p[2]);
-	else
-		printf("%-4s %-10s %8zu B %7.3f s %14.0f msg/s %10.1f MB/s "
-		       "p50 %s p99 %s p999 %s us\n", IMPL, scen_name(o),
-		       o->size, secs, mps, mbps, p[0], p[1], p[2]);
-	fflush(stdout);
-}
-
 /* Parent side. 0, or 1 after printing FAIL. */
 static int parent_main(const struct opts *o, int pfd, pid_t child)
 {
@@ -413,7 +221,7 @@ static int parent_main(const struct opts *o, int pfd, pid_t child)
 	void *ctx = NULL, *s = NULL;
 	char why[240] = "";
 	int64_t t0 = 0, t_end = 0, n;
-	int r, st, zero = 0, tmo = GRACE_MS;
+	int r, zero = 0, tmo = GRACE_MS;
 
 	r = read_timed(pfd, &ready, sizeof(ready), SETUP_MS);
 	if (r || ready.err) {
@@ -451,16 +259,9 @@ static int parent_main(const struct opts *o, int pfd, pid_t child)
 			 r ? strerror(-r) : zmq_strerror(-rep.err));
 		goto out_fail;
 	}
-	if (!rep.ok || rep.msgs != (uint64_t)n) {
-		snprintf(why, sizeof(why), "sent %lld, received %llu, first "
-			 "gap: wanted %llu got %llu", (long long)n,
-			 (unsigned long long)rep.msgs,
-			 (unsigned long long)rep.gap_want,
-			 (unsigned long long)rep.gap_got);
+	if (report_check(&rep, n, false, why, sizeof(why)))
 		goto out_fail;
-	}
-	if (waitpid(child, &st, 0) != child || !WIFEXITED(st) ||
-	    WEXITSTATUS(st)) {
+	if (!child_exited_ok(child)) {
 		snprintf(why, sizeof(why), "child exited badly");
 		child = 0;
 		goto out_fail;
@@ -468,105 +269,32 @@ static int parent_main(const struct opts *o, int pfd, pid_t child)
 	zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero));
 	zmq_close(s);
 	zmq_ctx_term(ctx);
-	if (o->mode == MODE_LATENCY) {
-		qsort(sm.ns, sm.n, sizeof(*sm.ns), cmp_u32);
+	if (o->mode == MODE_LATENCY)
 		print_row(o, sm.n, (double)(t_end - t0) / 1e9, &sm);
-	} else {
+	else
 		print_row(o, (uint64_t)n, (double)(rep.end_ns - t0) / 1e9,
 			  NULL);
-	}
 	free(sm.ns);
 	return 0;
 out_fail:
-	print_fail(o, why);
-	if (child) {
-		kill(child, SIGKILL);
-		waitpid(child, &st, 0);
-	}
 	/* No zmq_ctx_term(): with the peer gone it could wait forever. */
-	free(sm.ns);
-	return 1;
+	return parent_fail(o, why, child, &sm);
 }
 
-static void usage(FILE *f)
-{
-	fprintf(f, "usage: zmq_bench [--mode pushpull|reqrep] [--size N] "
-		"[--seconds S] [--json]\n");
-}
-
-/* 0, or 2 after printing usage. */
-static int parse_args(int argc, char **argv, struct opts *o)
-{
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		char *end;
-
-		if (!strcmp(a, "--json")) {
-			o->json = true;
-			continue;
-		}
-		if (!strcmp(a, "--inject-gap")) {
-			o->inject_gap = true;
-			continue;
-		}
-		if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-			usage(stdout);
-			exit(0);
-		}
-		if (!v)
-			goto bad;
-		i++;
-		if (!strcmp(a, "--mode")) {
-			if (!strcmp(v, "pushpull") || !strcmp(v, "throughput"))
-				o->mode = MODE_THROUGHPUT;
-			else if (!strcmp(v, "reqrep") || !strcmp(v, "latency"))
-				o->mode = MODE_LATENCY;
-			else
-				goto bad;
-		} else if (!strcmp(a, "--size")) {
-			unsigned long long n = strtoull(v, &end, 10);
-
-			if (*end || n < MIN_SIZE || n > MAX_SIZE)
-				goto bad;
-			o->size = (size_t)n;
-		} else if (!strcmp(a, "--seconds")) {
-			o->seconds = strtod(v, &end);
-			if (*end || !(o->seconds > 0 && o->seconds <= 3600))
-				goto bad;
-		} else {
-			goto bad;
-		}
-	}
-	return 0;
-bad:
-	usage(stderr);
-	return 2;
-}
+static const struct peer zmq_peer = {
+	.impl = IMPL,
+	.name = "zmq_bench",
+	.modes = "pushpull|reqrep",
+	.alias = { "pushpull", "reqrep" },
+};
 
 int main(int argc, char **argv)
 {
-	struct opts o = { MODE_THROUGHPUT, 64, 3.0, false, false };
-	int p[2], r;
-	pid_t pid;
+	struct opts o;
+	int pfd;
+	pid_t pid = peer_fork(argc, argv, &zmq_peer, &o, &pfd);
 
-	r = parse_args(argc, argv, &o);
-	if (r)
-		return r;
-	signal(SIGPIPE, SIG_IGN);
-	if (pipe2(p, O_CLOEXEC)) {
-		perror("pipe");
-		return 1;
-	}
-	fflush(stdout);
-	pid = fork();
-	if (pid < 0) {
-		perror("fork");
-		return 1;
-	}
-	if (pid == 0) {
-		close(p[0]);
-		child_main(&o, p[1]);
-	}
-	close(p[1]);
-	return parent_main(&o, p[0], pid);
+	if (pid == 0)
+		child_main(&o, pfd);
+	return parent_main(&o, pfd, pid);
 }
