@@ -502,3 +502,31 @@ uint64_t tl_get64(const void *p)
 	memcpy(&v, p, sizeof(v));
 	return v;
 }
+
+void tl_make_msg(void *buf, uint64_t i, size_t len)
+{
+	unsigned char *p = buf;
+	size_t j;
+
+	for (j = 0; j < len; j++)
+		p[j] = (unsigned char)(i * 131 + j * 7 + (i >> 8));
+	if (len >= 8)
+		tl_put64(p, i);
+}
+
+bool tl_msg_ok(const void *buf, size_t len, uint64_t i)
+{
+	const unsigned char *p = buf;
+	size_t j = 0;
+
+	if (len >= 8) {
+		if (tl_get64(p) != i)
+			return false;
+		j = 8;
+	}
+	for (; j < len; j++) {
+		if (p[j] != (unsigned char)(i * 131 + j * 7 + (i >> 8)))
+			return false;
+	}
+	return true;
+}

@@ -158,4 +158,13 @@ long tl_verify(uint64_t *s, const void *buf, size_t len);
 void tl_put64(void *p, uint64_t v);
 uint64_t tl_get64(const void *p);
 
+/*
+ * Message i of a test, len bytes: its number first (when len >= 8), then
+ * bytes that depend on i and their offset, so a lost, repeated, reordered
+ * or torn message shows.
+ */
+void tl_make_msg(void *buf, uint64_t i, size_t len);
+/* Whether buf holds what tl_make_msg(buf, i, len) wrote. */
+bool tl_msg_ok(const void *buf, size_t len, uint64_t i);
+
 #endif
