@@ -8,16 +8,10 @@
  * $BUILD names the build directory (default "build"); every wait is bounded
  * and leftover processes are killed after each case.
  */
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/sock_diag.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -26,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -137,110 +130,14 @@ static int node_by_port(uint16_t port)
 /* ESTABLISHED sockets of the whole machine at the last look (reports). */
 static int machine_established;
 
-/* One ESTABLISHED TCP socket. */
-struct sock {
-	unsigned long ino;
-	uint16_t lport, rport;
-};
-
-static int diag_list(int family, struct sock *out, int n, int max)
-{
-	struct {
-		struct nlmsghdr nlh;
-		struct inet_diag_req_v2 r;
-	} req;
-	uint32_t buf[8192];
-	const struct inet_diag_msg *m;
-	const struct nlmsghdr *h;
-	ssize_t len;
-	int fd;
-
-	fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-	if (fd < 0)
-		return -1;
-	memset(&req, 0, sizeof(req));
-	req.nlh.nlmsg_len = sizeof(req);
-	req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	req.r.sdiag_family = (uint8_t)family;
-	req.r.sdiag_protocol = IPPROTO_TCP;
-	req.r.idiag_states = 1u << TCP_ESTABLISHED;
-	if (send(fd, &req, sizeof(req), 0) != (ssize_t)sizeof(req))
-		goto out_err;
-	for (;;) {
-		len = recv(fd, buf, sizeof(buf), 0);
-		if (len <= 0)
-			goto out_err;
-		for (h = (const struct nlmsghdr *)buf; NLMSG_OK(h, len);
-		     h = NLMSG_NEXT(h, len)) {
-			if (h->nlmsg_type == NLMSG_DONE)
-				goto out;
-			if (h->nlmsg_type == NLMSG_ERROR)
-				goto out_err;
-			m = NLMSG_DATA(h);
-			if (m->idiag_state != TCP_ESTABLISHED)
-				continue;
-			machine_established++;
-			/* Only ours: the machine may hold thousands more. */
-			if (n == max ||
-			    node_by_port(ntohs(m->id.idiag_dport)) < 0)
-				continue;
-			out[n].ino = m->idiag_inode;
-			out[n].lport = ntohs(m->id.idiag_sport);
-			out[n].rport = ntohs(m->id.idiag_dport);
-			n++;
-		}
-	}
-out:
-	close(fd);
-	return n;
-out_err:
-	close(fd);
-	return -1;
-}
-
-/* The /proc/net/tcp text table: the fallback without sock_diag. */
-static int proc_list(const char *path, struct sock *out, int n, int max)
-{
-	char line[512];
-	unsigned lport, rport, st;
-	unsigned long ino;
-	FILE *f;
-
-	f = fopen(path, "r");
-	if (!f)
-		return n;
-	while (fgets(line, sizeof(line), f) && n < max) {
-		if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%x %x "
-			   "%*x:%*x %*x:%*x %*x %*u %*u %lu", &lport, &rport,
-			   &st, &ino) != 4)
-			continue;	/* the header */
-		if (st != 0x01)
-			continue;	/* 01: TCP_ESTABLISHED */
-		machine_established++;
-		if (node_by_port((uint16_t)rport) < 0)
-			continue;
-		out[n].ino = ino;
-		out[n].lport = (uint16_t)lport;
-		out[n].rport = (uint16_t)rport;
-		n++;
-	}
-	fclose(f);
-	return n;
-}
-
 /* The ESTABLISHED sockets whose remote port is one of the nodes'. */
-static int established(struct sock *out, int max)
+static int established(struct tl_sock *out, int max)
 {
-	int n4, n;
+	uint16_t ports[MAX_PROCS];
 
-	machine_established = 0;
-	n4 = diag_list(AF_INET, out, 0, max);
-	if (n4 >= 0 && (n = diag_list(AF_INET6, out, n4, max)) >= 0)
-		return n;
-	machine_established = 0;
-	n = proc_list("/proc/net/tcp", out, 0, max);
-	return proc_list("/proc/net/tcp6", out, n, max);
+	for (size_t i = 0; i < nprocs; i++)
+		ports[i] = (uint16_t)procs[i]->port;
+	return tl_tcp_sockets(ports, nprocs, out, max, &machine_established);
 }
 
 /* Socket inodes of the running nodes, from /proc/PID/fd. */
@@ -307,7 +204,7 @@ struct conn_count {
  */
 static void count_conns(struct conn_count *c)
 {
-	static struct sock socks[MAX_SOCKS];
+	static struct tl_sock socks[MAX_SOCKS];
 	static struct owners o;
 	int n;
 

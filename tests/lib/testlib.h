@@ -127,6 +127,20 @@ const void *tl_msg_data(const struct tl_node *t, size_t i);
 int tl_tcp_established(const uint16_t *ports, size_t k);
 int tl_tcp_established_between(uint16_t pa, uint16_t pb);
 
+/* One ESTABLISHED TCP socket: its inode (see /proc/PID/fd) and ports. */
+struct tl_sock {
+	unsigned long ino;
+	uint16_t lport, rport;
+};
+
+/*
+ * The same sockets as tl_tcp_established() counts, up to max of them into
+ * out. *machine (if not NULL) gets the count of every ESTABLISHED socket
+ * of the machine, for reports. Returns how many went into out.
+ */
+int tl_tcp_sockets(const uint16_t *ports, size_t k, struct tl_sock *out,
+		   int max, int *machine);
+
 /* A 127.0.0.1 port nobody listens on (bound, then released). */
 uint16_t tl_closed_port(void);
 
