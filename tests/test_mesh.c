@@ -333,34 +333,6 @@ static void test_mesh_broadcast_ring(void **state)
 	mesh_free(&m);
 }
 
-/* A routed message i: its number, then bytes that depend on it. */
-static void make_msg(void *buf, uint64_t i, size_t len)
-{
-	unsigned char *p = buf;
-
-	for (size_t j = 0; j < len; j++)
-		p[j] = (unsigned char)(i * 131 + j * 7 + (i >> 8));
-	if (len >= 8)
-		tl_put64(p, i);
-}
-
-static bool msg_ok(const void *buf, size_t len, uint64_t i)
-{
-	const unsigned char *p = buf;
-	size_t j = 0;
-
-	if (len >= 8) {
-		if (tl_get64(p) != i)
-			return false;
-		j = 8;
-	}
-	for (; j < len; j++) {
-		if (p[j] != (unsigned char)(i * 131 + j * 7 + (i >> 8)))
-			return false;
-	}
-	return true;
-}
-
 /* Routed messages checked in order as they arrive. */
 struct route_check {
 	uint64_t from;
@@ -390,7 +362,7 @@ static int route_hook(struct tl_node *t, const struct pm_message *m)
 	    (m->flags & (PM_MSG_ROUTED | PM_MSG_BROADCAST)) != want ||
 	    last != c->via ||
 	    m->hops != c->hops || m->len != route_len(c, c->next) ||
-	    !msg_ok(m->data, m->len, c->next)) {
+	    !tl_msg_ok(m->data, m->len, c->next)) {
 		if (!c->bad++)
 			c->first_bad = c->next;
 	}
@@ -493,7 +465,7 @@ static void test_mesh_relay_chain(void **state)
 	c->hook_arg = &chk;
 	c->nolog = true;
 	for (i = 0; i < RELAY_MSGS; i++) {
-		make_msg(buf, i, route_len(&chk, i));
+		tl_make_msg(buf, i, route_len(&chk, i));
 		assert_int_equal(send_to_retry(m.v, 3, a, c->id, buf,
 					       route_len(&chk, i)), 0);
 	}
@@ -700,7 +672,7 @@ static bool bp_stalled(void *arg)
 	int rc;
 
 	for (;;) {
-		make_msg(s->buf, s->sent, BP_LEN);
+		tl_make_msg(s->buf, s->sent, BP_LEN);
 		if (s->broadcast)
 			rc = pm_broadcast(s->a->n, s->buf, BP_LEN);
 		else
@@ -851,7 +823,7 @@ static int diamond_hook(struct tl_node *t, const struct pm_message *m)
 	if (m->peer_id != c->from || !(m->flags & PM_MSG_ROUTED) ||
 	    (last != c->relay1 && last != c->relay2) || m->hops != 1 ||
 	    m->len != (size_t)(c->next % 200) + 8 ||
-	    !msg_ok(m->data, m->len, c->next)) {
+	    !tl_msg_ok(m->data, m->len, c->next)) {
 		if (!c->bad++)
 			c->first_bad = c->next;
 	}
@@ -907,7 +879,7 @@ static void test_mesh_relay_killed_alternative_path(void **state)
 	c->hook_arg = &chk;
 	c->nolog = true;
 	for (i = 0; i < DIAMOND_MSGS / 3; i++) {
-		make_msg(buf, i, (size_t)(i % 200) + 8);
+		tl_make_msg(buf, i, (size_t)(i % 200) + 8);
 		assert_int_equal(send_to_retry(m.v, m.k, a, c->id, buf,
 					       (size_t)(i % 200) + 8), 0);
 	}
@@ -918,7 +890,7 @@ static void test_mesh_relay_killed_alternative_path(void **state)
 	via = p.via == m.v[1]->id ? m.v[1] : m.v[3];
 	assert_true(p.via == via->id);
 	for (uint64_t end = i + DIAMOND_BURST; i < end; i++) {
-		make_msg(buf, i, (size_t)(i % 200) + 8);
+		tl_make_msg(buf, i, (size_t)(i % 200) + 8);
 		assert_int_equal(pm_send_to(a->n, c->id, buf,
 					    (size_t)(i % 200) + 8), 0);
 	}
@@ -928,7 +900,7 @@ static void test_mesh_relay_killed_alternative_path(void **state)
 			alive[k++] = m.v[j];
 
 	for (; i < DIAMOND_MSGS; i++) {
-		make_msg(buf, i, (size_t)(i % 200) + 8);
+		tl_make_msg(buf, i, (size_t)(i % 200) + 8);
 		rc = send_to_retry(alive, k, a, c->id, buf,
 				   (size_t)(i % 200) + 8);
 		if (rc)

@@ -8,32 +8,22 @@
  * $BUILD names the build directory (default "build"); every wait is bounded
  * and leftover processes are killed after each case.
  */
-#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/sock_diag.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "lib/proc.h"
 #include "lib/testlib.h"
 
 #define MAX_PROCS	16
@@ -42,215 +32,71 @@
 #define KILL_NODES	8
 #define VICTIM		3
 
-struct buf {
-	char *p;
-	size_t len;
-	size_t cap;
-};
+_Static_assert(MAX_PROCS <= TP_MAX_PROCS, "more nodes than lib/proc holds");
 
-struct proc {
-	pid_t pid;
-	int in, out, err;	/* our ends of its stdin, stdout, stderr */
-	struct buf o, e;
-	bool exited;
-	int status;		/* exit code, or 128 + signal */
-	uint64_t id;
-	char listen[64];
-	uint16_t port;
-};
-
-static struct proc procs[MAX_PROCS];
+/* The nodes in the order they started: node i is procs[i]. */
+static struct tp_proc *procs[MAX_PROCS];
 static size_t nprocs;
-static char bin[512];
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void buf_append(struct buf *b, const char *data, size_t len)
-{
-	if (b->len + len + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-
-		while (cap < b->len + len + 1)
-			cap *= 2;
-		b->p = realloc(b->p, cap);
-		assert_non_null(b->p);
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, data, len);
-	b->len += len;
-	b->p[b->len] = '\0';
-}
-
-static void reap(struct proc *p, bool block)
-{
-	int st;
-
-	if (p->exited || !p->pid)
-		return;
-	if (waitpid(p->pid, &st, block ? 0 : WNOHANG) != p->pid)
-		return;
-	p->exited = true;
-	p->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static bool alive(const struct proc *p)
-{
-	return p->pid && !p->exited;
-}
-
-/*
- * Reads whatever any node wrote, waiting up to timeout_ms. Every node's
- * pipes are drained together: a node blocked on a full stdout would stall
- * the whole mesh.
- */
-static void pump_all(int timeout_ms)
-{
-	struct pollfd fds[2 * MAX_PROCS];
-	struct buf *bufs[2 * MAX_PROCS];
-	int *ends[2 * MAX_PROCS];
-	char chunk[65536];
-	nfds_t k = 0;
-
-	for (size_t i = 0; i < nprocs; i++) {
-		struct proc *p = &procs[i];
-
-		if (p->out >= 0) {
-			fds[k] = (struct pollfd){ p->out, POLLIN, 0 };
-			bufs[k] = &p->o;
-			ends[k++] = &p->out;
-		}
-		if (p->err >= 0) {
-			fds[k] = (struct pollfd){ p->err, POLLIN, 0 };
-			bufs[k] = &p->e;
-			ends[k++] = &p->err;
-		}
-	}
-	if (poll(fds, k, timeout_ms) > 0) {
-		for (nfds_t i = 0; i < k; i++) {
-			ssize_t r;
-
-			if (!fds[i].revents)
-				continue;
-			r = read(fds[i].fd, chunk, sizeof(chunk));
-			if (r > 0) {
-				buf_append(bufs[i], chunk, (size_t)r);
-			} else if (r == 0 || errno != EINTR) {
-				close(*ends[i]);
-				*ends[i] = -1;
-			}
-		}
-	}
-	for (size_t i = 0; i < nprocs; i++)
-		reap(&procs[i], false);
-}
-
-/* The first complete line of b starting with s (equal to s if exact). */
-static const char *find_line(const struct buf *b, const char *s, bool exact)
-{
-	size_t slen = strlen(s);
-	const char *at = b->p, *end = b->p + b->len;
-
-	while (at && at < end) {
-		const char *nl = memchr(at, '\n', (size_t)(end - at));
-
-		if (!nl)
-			return NULL;
-		if ((size_t)(nl - at) >= slen && !memcmp(at, s, slen) &&
-		    (!exact || (size_t)(nl - at) == slen))
-			return at;
-		at = nl + 1;
-	}
-	return NULL;
-}
 
 static const char *engine_name(void)
 {
 	return tl_engine == PM_ENGINE_IO_URING ? "io_uring" : "epoll";
 }
 
-static void print_proc(const struct proc *p)
+static void print_proc(const struct tp_proc *p)
 {
 	print_message("pid %d (%s) exited %d status %d\nstderr:\n%s\n",
 		      (int)p->pid, p->listen, p->exited, p->status,
-		      p->e.p ? p->e.p : "");
+		      p->e.p);
 }
 
 /*
  * Starts `pairmesh node` dialling seed (NULL: none) and waits for its ready
  * line. stdin stays a pipe from us: EOF would stop the node.
  */
-static struct proc *start_node(const char *seed)
+static struct tp_proc *start_node(const char *seed)
 {
 	char *argv[10] = {
-		bin, "node", "--engine", (char *)engine_name(),
+		tp_bin, "node", "--engine", (char *)engine_name(),
 		"--max-peers", "32",
 	};
-	int in[2], out[2], err[2], i = 6;
-	uint64_t deadline;
-	struct proc *p;
+	char listen[64];
+	struct tp_proc *p;
 	const char *l;
+	uint64_t id;
+	int i = 6;
 
 	assert_true(nprocs < MAX_PROCS);
-	p = &procs[nprocs++];
-	memset(p, 0, sizeof(*p));
-	p->in = p->out = p->err = -1;
 	if (seed) {
 		argv[i++] = "--connect";
 		argv[i++] = (char *)seed;
 	}
-	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
-	p->pid = fork();
-	assert_true(p->pid >= 0);
-	if (p->pid == 0) {
-		dup2(in[0], STDIN_FILENO);
-		dup2(out[1], STDOUT_FILENO);
-		dup2(err[1], STDERR_FILENO);
-		execv(argv[0], argv);
-		fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	close(err[1]);
-	p->in = in[1];
-	p->out = out[0];
-	p->err = err[0];
+	p = tp_spawn(argv, -1);
+	procs[nprocs++] = p;
 	/* Our writes never block on a busy node: lines are retried. */
 	assert_int_equal(fcntl(p->in, F_SETFL, O_NONBLOCK), 0);
 
-	deadline = now_ms() + WAIT_MS;
-	while (!(l = find_line(&p->e, "ready id=", false))) {
-		if (!alive(p) || now_ms() > deadline) {
-			print_proc(p);
-			fail_msg("pairmesh node gave no ready line");
-		}
-		pump_all(20);
+	l = tp_ready(p);
+	if (!l) {
+		print_proc(p);
+		fail_msg("pairmesh node gave no ready line");
 	}
-	if (sscanf(l, "ready id=%16" SCNx64 " listen=%63s", &p->id,
-		   p->listen) != 2) {
+	if (sscanf(l, "ready id=%16" SCNx64 " listen=%63s", &id, listen) != 2 ||
+	    id != p->id || strcmp(listen, p->listen)) {
 		print_proc(p);
 		fail_msg("bad ready line");
 	}
-	p->port = (uint16_t)atoi(strrchr(p->listen, ':') + 1);
 	assert_true(p->id != 0 && p->port != 0);
 	return p;
 }
 
 /* Writes line to p's stdin; false when the pipe is full (try later). */
-static bool put_line(struct proc *p, const char *line)
+static bool put_line(struct tp_proc *p, const char *line)
 {
 	size_t len = strlen(line);
 	ssize_t r;
 
-	if (p->in < 0 || !alive(p))
+	if (p->in < 0 || !tp_alive(p))
 		return false;
 	/* A line shorter than PIPE_BUF goes in whole or not at all. */
 	r = write(p->in, line, len);
@@ -262,23 +108,7 @@ static bool put_line(struct proc *p, const char *line)
 
 static void kill_all(void)
 {
-	for (size_t i = 0; i < nprocs; i++) {
-		struct proc *p = &procs[i];
-
-		if (alive(p)) {
-			kill(p->pid, SIGKILL);
-			reap(p, true);
-		}
-		if (p->in >= 0)
-			close(p->in);
-		if (p->out >= 0)
-			close(p->out);
-		if (p->err >= 0)
-			close(p->err);
-		free(p->o.p);
-		free(p->e.p);
-		memset(p, 0, sizeof(*p));
-	}
+	tp_free_all();
 	nprocs = 0;
 }
 
@@ -292,7 +122,7 @@ static int teardown_case(void **state)
 static int node_by_port(uint16_t port)
 {
 	for (size_t i = 0; i < nprocs; i++)
-		if (procs[i].port == port)
+		if (procs[i]->port == port)
 			return (int)i;
 	return -1;
 }
@@ -300,110 +130,14 @@ static int node_by_port(uint16_t port)
 /* ESTABLISHED sockets of the whole machine at the last look (reports). */
 static int machine_established;
 
-/* One ESTABLISHED TCP socket. */
-struct sock {
-	unsigned long ino;
-	uint16_t lport, rport;
-};
-
-static int diag_list(int family, struct sock *out, int n, int max)
-{
-	struct {
-		struct nlmsghdr nlh;
-		struct inet_diag_req_v2 r;
-	} req;
-	uint32_t buf[8192];
-	const struct inet_diag_msg *m;
-	const struct nlmsghdr *h;
-	ssize_t len;
-	int fd;
-
-	fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-	if (fd < 0)
-		return -1;
-	memset(&req, 0, sizeof(req));
-	req.nlh.nlmsg_len = sizeof(req);
-	req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-	req.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-	req.r.sdiag_family = (uint8_t)family;
-	req.r.sdiag_protocol = IPPROTO_TCP;
-	req.r.idiag_states = 1u << TCP_ESTABLISHED;
-	if (send(fd, &req, sizeof(req), 0) != (ssize_t)sizeof(req))
-		goto out_err;
-	for (;;) {
-		len = recv(fd, buf, sizeof(buf), 0);
-		if (len <= 0)
-			goto out_err;
-		for (h = (const struct nlmsghdr *)buf; NLMSG_OK(h, len);
-		     h = NLMSG_NEXT(h, len)) {
-			if (h->nlmsg_type == NLMSG_DONE)
-				goto out;
-			if (h->nlmsg_type == NLMSG_ERROR)
-				goto out_err;
-			m = NLMSG_DATA(h);
-			if (m->idiag_state != TCP_ESTABLISHED)
-				continue;
-			machine_established++;
-			/* Only ours: the machine may hold thousands more. */
-			if (n == max ||
-			    node_by_port(ntohs(m->id.idiag_dport)) < 0)
-				continue;
-			out[n].ino = m->idiag_inode;
-			out[n].lport = ntohs(m->id.idiag_sport);
-			out[n].rport = ntohs(m->id.idiag_dport);
-			n++;
-		}
-	}
-out:
-	close(fd);
-	return n;
-out_err:
-	close(fd);
-	return -1;
-}
-
-/* The /proc/net/tcp text table: the fallback without sock_diag. */
-static int proc_list(const char *path, struct sock *out, int n, int max)
-{
-	char line[512];
-	unsigned lport, rport, st;
-	unsigned long ino;
-	FILE *f;
-
-	f = fopen(path, "r");
-	if (!f)
-		return n;
-	while (fgets(line, sizeof(line), f) && n < max) {
-		if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%x %x "
-			   "%*x:%*x %*x:%*x %*x %*u %*u %lu", &lport, &rport,
-			   &st, &ino) != 4)
-			continue;	/* the header */
-		if (st != 0x01)
-			continue;	/* 01: TCP_ESTABLISHED */
-		machine_established++;
-		if (node_by_port((uint16_t)rport) < 0)
-			continue;
-		out[n].ino = ino;
-		out[n].lport = (uint16_t)lport;
-		out[n].rport = (uint16_t)rport;
-		n++;
-	}
-	fclose(f);
-	return n;
-}
-
 /* The ESTABLISHED sockets whose remote port is one of the nodes'. */
-static int established(struct sock *out, int max)
+static int established(struct tl_sock *out, int max)
 {
-	int n4, n;
+	uint16_t ports[MAX_PROCS];
 
-	machine_established = 0;
-	n4 = diag_list(AF_INET, out, 0, max);
-	if (n4 >= 0 && (n = diag_list(AF_INET6, out, n4, max)) >= 0)
-		return n;
-	machine_established = 0;
-	n = proc_list("/proc/net/tcp", out, 0, max);
-	return proc_list("/proc/net/tcp6", out, n, max);
+	for (size_t i = 0; i < nprocs; i++)
+		ports[i] = (uint16_t)procs[i]->port;
+	return tl_tcp_sockets(ports, nprocs, out, max, &machine_established);
 }
 
 /* Socket inodes of the running nodes, from /proc/PID/fd. */
@@ -423,9 +157,9 @@ static void scan_owners(struct owners *o)
 	for (size_t i = 0; i < nprocs; i++) {
 		DIR *dir;
 
-		if (!alive(&procs[i]))
+		if (!tp_alive(procs[i]))
 			continue;
-		snprintf(path, sizeof(path), "/proc/%d/fd", (int)procs[i].pid);
+		snprintf(path, sizeof(path), "/proc/%d/fd", (int)procs[i]->pid);
 		dir = opendir(path);
 		if (!dir)
 			continue;
@@ -433,7 +167,7 @@ static void scan_owners(struct owners *o)
 			ssize_t r;
 
 			snprintf(path, sizeof(path), "/proc/%d/fd/%s",
-				 (int)procs[i].pid, d->d_name);
+				 (int)procs[i]->pid, d->d_name);
 			r = readlink(path, link, sizeof(link) - 1);
 			if (r <= 0)
 				continue;
@@ -470,7 +204,7 @@ struct conn_count {
  */
 static void count_conns(struct conn_count *c)
 {
-	static struct sock socks[MAX_SOCKS];
+	static struct tl_sock socks[MAX_SOCKS];
 	static struct owners o;
 	int n;
 
@@ -486,7 +220,7 @@ static void count_conns(struct conn_count *c)
 			continue;
 		c->total++;
 		from = owner_of(&o, socks[i].ino);
-		if (from < 0 || !alive(&procs[to]))
+		if (from < 0 || !tp_alive(procs[to]))
 			c->stray++;
 		else
 			c->pairs[from][to]++;
@@ -498,7 +232,7 @@ static size_t count_alive(void)
 	size_t k = 0;
 
 	for (size_t i = 0; i < nprocs; i++)
-		k += alive(&procs[i]);
+		k += tp_alive(procs[i]);
 	return k;
 }
 
@@ -514,12 +248,12 @@ static bool pairs_once(void)
 		return false;
 	for (size_t i = 0; i < nprocs; i++) {
 		for (size_t j = i + 1; j < nprocs; j++) {
-			if (!alive(&procs[i]) || !alive(&procs[j]))
+			if (!tp_alive(procs[i]) || !tp_alive(procs[j]))
 				continue;
 			if (c.pairs[i][j] + c.pairs[j][i] != 1)
 				return false;
 		}
-		ports[i] = procs[i].port;
+		ports[i] = procs[i]->port;
 	}
 	/* The plain count the shared helper sees agrees. */
 	return tl_tcp_established(ports, nprocs) == (int)(k * (k - 1) / 2);
@@ -538,7 +272,7 @@ static void print_conns(void)
 		for (size_t j = i + 1; j < nprocs; j++) {
 			int n = c.pairs[i][j] + c.pairs[j][i];
 
-			if (alive(&procs[i]) && alive(&procs[j]) && n != 1)
+			if (tp_alive(procs[i]) && tp_alive(procs[j]) && n != 1)
 				print_message("  nodes %zu-%zu: %d\n", i, j, n);
 		}
 	}
@@ -547,8 +281,8 @@ static void print_conns(void)
 static bool all_alive(size_t skip)
 {
 	for (size_t i = 0; i < nprocs; i++) {
-		if (i != skip && !alive(&procs[i])) {
-			print_proc(&procs[i]);
+		if (i != skip && !tp_alive(procs[i])) {
+			print_proc(procs[i]);
 			return false;
 		}
 	}
@@ -558,16 +292,16 @@ static bool all_alive(size_t skip)
 /* Pumps output until pairs_once() holds; checks nobody died. */
 static bool wait_pairs_once(size_t skip)
 {
-	uint64_t deadline = now_ms() + WAIT_MS;
+	uint64_t deadline = tp_now_ms() + WAIT_MS;
 
 	for (;;) {
 		if (!all_alive(skip))
 			return false;
 		if (pairs_once())
 			return true;
-		if (now_ms() > deadline)
+		if (tp_now_ms() > deadline)
 			break;
-		pump_all(50);
+		tp_pump_all(50);
 	}
 	print_conns();
 	return false;
@@ -577,7 +311,7 @@ static void chain_of_seeds(size_t k)
 {
 	start_node(NULL);
 	for (size_t i = 1; i < k; i++)
-		start_node(procs[i - 1].listen);
+		start_node(procs[i - 1]->listen);
 }
 
 static void formation(size_t k)
@@ -589,9 +323,9 @@ static void formation(size_t k)
 		fail_msg("%zu nodes from a chain of seeds: not every pair "
 			 "connected exactly once", k);
 	/* It lasts: no late duplicate, nothing torn down. */
-	until = now_ms() + 300;
-	while (now_ms() < until)
-		pump_all(50);
+	until = tp_now_ms() + 300;
+	while (tp_now_ms() < until)
+		tp_pump_all(50);
 	if (!wait_pairs_once(SIZE_MAX))
 		fail_msg("%zu nodes: the full mesh did not last", k);
 }
@@ -616,32 +350,21 @@ static void traffic(unsigned round)
 	for (size_t i = 0; i < nprocs; i++) {
 		size_t to = (i + 1 + round % (nprocs - 1)) % nprocs;
 
-		if (!alive(&procs[i]))
+		if (!tp_alive(procs[i]))
 			continue;
 		snprintf(line, sizeof(line), "* bc-%u-%zu\n", round, i);
-		put_line(&procs[i], line);
+		put_line(procs[i], line);
 		/* Sometimes to the dead node: senders are not told. */
 		snprintf(line, sizeof(line), "%016" PRIx64 " to-%u-%zu\n",
-			 procs[to].id, round, i);
-		put_line(&procs[i], line);
+			 procs[to]->id, round, i);
+		put_line(procs[i], line);
 	}
 }
 
-static size_t count_lines(const struct buf *b, const char *prefix)
+/* The broadcast lines of traffic() p printed. */
+static int broadcasts(const struct tp_proc *p)
 {
-	size_t n = 0, plen = strlen(prefix);
-	const char *at = b->p, *end = b->p + b->len;
-
-	while (at && at < end) {
-		const char *nl = memchr(at, '\n', (size_t)(end - at));
-
-		if (!nl)
-			break;
-		if (memmem(at, (size_t)(nl - at), prefix, plen))
-			n++;
-		at = nl + 1;
-	}
-	return n;
+	return tp_count_lines(&p->o, " bc-", TP_CONTAINS, NULL);
 }
 
 /* Every survivor got the lines every other survivor sent after the kill. */
@@ -656,12 +379,12 @@ static bool markers_arrived(void)
 			if (s == VICTIM || s == d)
 				continue;
 			snprintf(want, sizeof(want), "%016" PRIx64
-				 " after-%zu-%zu", procs[s].id, s, d);
-			if (!find_line(&procs[d].o, want, true))
+				 " after-%zu-%zu", procs[s]->id, s, d);
+			if (!tp_find_line(&procs[d]->o, want, TP_EXACT))
 				return false;
 			snprintf(want, sizeof(want), "%016" PRIx64
-				 " all-after-%zu", procs[s].id, s);
-			if (!find_line(&procs[d].o, want, true))
+				 " all-after-%zu", procs[s]->id, s);
+			if (!tp_find_line(&procs[d]->o, want, TP_EXACT))
 				return false;
 		}
 	}
@@ -682,23 +405,22 @@ static void test_mesh_proc_kill_one(void **state)
 		fail_msg("no full mesh of %d nodes", KILL_NODES);
 
 	/* Traffic flows, everybody hears everybody... */
-	deadline = now_ms() + WAIT_MS;
-	while (count_lines(&procs[0].o, " bc-") < 7 * 20 &&
-	       now_ms() < deadline) {
+	deadline = tp_now_ms() + WAIT_MS;
+	while (broadcasts(procs[0]) < 7 * 20 && tp_now_ms() < deadline) {
 		traffic(round++);
-		pump_all(5);
+		tp_pump_all(5);
 	}
-	assert_true(count_lines(&procs[0].o, " bc-") >= 7 * 20);
+	assert_true(broadcasts(procs[0]) >= 7 * 20);
 	/* ... when one node dies without a word. */
-	assert_int_equal(kill(procs[VICTIM].pid, SIGKILL), 0);
-	deadline = now_ms() + WAIT_MS;
-	while (alive(&procs[VICTIM]) && now_ms() < deadline)
-		pump_all(5);
-	assert_false(alive(&procs[VICTIM]));
-	assert_int_equal(procs[VICTIM].status, 128 + SIGKILL);
+	assert_int_equal(kill(procs[VICTIM]->pid, SIGKILL), 0);
+	deadline = tp_now_ms() + WAIT_MS;
+	while (tp_alive(procs[VICTIM]) && tp_now_ms() < deadline)
+		tp_pump_all(5);
+	assert_false(tp_alive(procs[VICTIM]));
+	assert_int_equal(procs[VICTIM]->status, 128 + SIGKILL);
 	for (unsigned i = 0; i < 50; i++) {
 		traffic(round++);
-		pump_all(5);
+		tp_pump_all(5);
 	}
 
 	/*
@@ -706,8 +428,8 @@ static void test_mesh_proc_kill_one(void **state)
 	 * and one broadcast each. Lines refused by a full pipe are retried.
 	 */
 	memset(sent, 0, sizeof(sent));
-	deadline = now_ms() + WAIT_MS;
-	for (bool all = false; !all && now_ms() < deadline;) {
+	deadline = tp_now_ms() + WAIT_MS;
+	for (bool all = false; !all && tp_now_ms() < deadline;) {
 		all = true;
 		for (s = 0; s < KILL_NODES; s++) {
 			for (d = 0; d <= KILL_NODES; d++) {
@@ -720,25 +442,25 @@ static void test_mesh_proc_kill_one(void **state)
 				else
 					snprintf(line, sizeof(line), "%016"
 						 PRIx64 " after-%zu-%zu\n",
-						 procs[d].id, s, d);
-				sent[s][d] = put_line(&procs[s], line);
+						 procs[d]->id, s, d);
+				sent[s][d] = put_line(procs[s], line);
 				all = all && sent[s][d];
 			}
 		}
-		pump_all(5);
+		tp_pump_all(5);
 	}
-	deadline = now_ms() + WAIT_MS;
+	deadline = tp_now_ms() + WAIT_MS;
 	/* Traffic keeps flowing meanwhile. */
-	while (!markers_arrived() && now_ms() < deadline) {
+	while (!markers_arrived() && tp_now_ms() < deadline) {
 		if (!all_alive(VICTIM))
 			break;
 		traffic(round++);
-		pump_all(10);
+		tp_pump_all(10);
 	}
 	if (!markers_arrived()) {
 		for (d = 0; d < KILL_NODES; d++)
 			if (d != VICTIM)
-				print_proc(&procs[d]);
+				print_proc(procs[d]);
 		fail_msg("messages between survivors sent after the kill "
 			 "did not all arrive");
 	}
@@ -750,19 +472,18 @@ static void test_mesh_proc_kill_one(void **state)
 	for (s = 0; s < KILL_NODES; s++) {
 		if (s == VICTIM)
 			continue;
-		assert_true(alive(&procs[s]));
-		close(procs[s].in);
-		procs[s].in = -1;
+		assert_true(tp_alive(procs[s]));
+		tp_close_stdin(procs[s]);
 	}
-	deadline = now_ms() + WAIT_MS;
-	while (count_alive() && now_ms() < deadline)
-		pump_all(20);
+	deadline = tp_now_ms() + WAIT_MS;
+	while (count_alive() && tp_now_ms() < deadline)
+		tp_pump_all(20);
 	for (s = 0; s < KILL_NODES; s++) {
 		if (s == VICTIM)
 			continue;
-		if (procs[s].exited && procs[s].status == 0)
+		if (procs[s]->exited && procs[s]->status == 0)
 			continue;
-		print_proc(&procs[s]);
+		print_proc(procs[s]);
 		fail_msg("survivor %zu did not exit cleanly", s);
 	}
 }
@@ -777,17 +498,15 @@ int main(void)
 		cmocka_unit_test_teardown(test_mesh_proc_kill_one,
 					  teardown_case),
 	};
-	const char *build = getenv("BUILD");
-	int failed;
+	int failed, rc;
 
-	signal(SIGPIPE, SIG_IGN);
-	snprintf(bin, sizeof(bin), "%s/pairmesh", build && *build ? build :
-		 "build");
-	if (access(bin, X_OK)) {
-		fprintf(stderr, "%s: %s (run make first)\n", bin,
-			strerror(errno));
+	rc = tp_setup();
+	if (rc) {
+		fprintf(stderr, "%s: %s (run make first)\n", tp_bin,
+			strerror(-rc));
 		return 1;
 	}
+	tp_wait_ms = WAIT_MS;
 	failed = cmocka_run_group_tests_name("mesh_proc/io_uring", tests,
 					     tl_setup_io_uring, tl_teardown);
 	failed += cmocka_run_group_tests_name("mesh_proc/epoll", tests,

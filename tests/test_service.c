@@ -7,7 +7,6 @@
  * Every wait is bounded; leftovers are killed in the teardown.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -23,229 +22,36 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
-#define MAX_PROCS	6
-#define WAIT_MS		10000	/* generous: the machine is shared */
+#include "lib/proc.h"
+#include "lib/testlib.h"
 
-struct proc {
-	pid_t pid;
-	int in, out, err;	/* our ends; in is -1 for --no-stdin */
-	char o[1 << 16], e[1 << 16];
-	size_t olen, elen;
-	bool exited;
-	int status;		/* exit code, or 128 + signal */
-	uint64_t id;
-	char listen[64];
-	unsigned port;
-	char metrics[64];	/* "HOST:PORT" or "" */
-};
-
-static struct proc procs[MAX_PROCS];
-static char bin[512];
 static char dir[] = "/tmp/pm-service-XXXXXX";
 static const char *engine = "epoll";
 
-static uint64_t now_ms(void)
+/* Waits for p's ready line; skips when the kernel refuses io_uring. */
+static struct tp_proc *ready(struct tp_proc *p)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Starts argv (or "sh -c cmd" when argv is NULL) with a stdin pipe. */
-static struct proc *spawn(char *const argv[], const char *cmd)
-{
-	int in[2], out[2], err[2];
-	struct proc *p = NULL;
-
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (!procs[i].pid) {
-			p = &procs[i];
-			break;
-		}
-	assert_non_null(p);
-	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
-	p->pid = fork();
-	assert_true(p->pid >= 0);
-	if (p->pid == 0) {
-		dup2(in[0], STDIN_FILENO);
-		dup2(out[1], STDOUT_FILENO);
-		dup2(err[1], STDERR_FILENO);
-		if (argv)
-			execv(argv[0], argv);
-		else
-			execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	close(err[1]);
-	p->in = in[1];
-	p->out = out[0];
-	p->err = err[0];
-	return p;
-}
-
-static void reap(struct proc *p, bool block)
-{
-	int st;
-
-	if (p->exited || !p->pid)
-		return;
-	if (waitpid(p->pid, &st, block ? 0 : WNOHANG) != p->pid)
-		return;
-	p->exited = true;
-	p->status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
-
-static void pump(struct proc *p, int timeout_ms)
-{
-	struct pollfd fds[2] = {
-		{ .fd = p->out, .events = POLLIN },
-		{ .fd = p->err, .events = POLLIN },
-	};
-	char *bufs[2] = { p->o, p->e };
-	size_t *lens[2] = { &p->olen, &p->elen };
-	int *ends[2] = { &p->out, &p->err };
-
-	if (p->out < 0 && p->err < 0) {
-		reap(p, false);
-		if (!p->exited)
-			poll(NULL, 0, timeout_ms < 10 ? timeout_ms : 10);
-		return;
-	}
-	if (poll(fds, 2, timeout_ms) > 0) {
-		for (int i = 0; i < 2; i++) {
-			size_t room = sizeof(p->o) - 1 - *lens[i];
-			ssize_t r;
-
-			if (fds[i].fd < 0 || !fds[i].revents)
-				continue;
-			r = read(fds[i].fd, bufs[i] + *lens[i], room);
-			if (r > 0) {
-				*lens[i] += (size_t)r;
-				bufs[i][*lens[i]] = '\0';
-			} else if (room && (r == 0 || errno != EINTR)) {
-				close(*ends[i]);
-				*ends[i] = -1;
-			}
-		}
-	}
-	reap(p, false);
-}
-
-/* The first line of text holding s, as a pointer into text, or NULL. */
-static const char *line_with(const char *text, const char *s)
-{
-	const char *at = strstr(text, s);
-
-	if (!at)
-		return NULL;
-	while (at > text && at[-1] != '\n')
-		at--;
-	return strchr(at, '\n') ? at : NULL;
-}
-
-/* Waits for a stderr (err) or stdout line holding s. */
-static const char *wait_for(struct proc *p, bool err, const char *s)
-{
-	uint64_t deadline = now_ms() + WAIT_MS;
-
-	for (;;) {
-		const char *l = line_with(err ? p->e : p->o, s);
-
-		if (l)
-			return l;
-		if ((p->exited && p->out < 0 && p->err < 0) ||
-		    now_ms() >= deadline)
-			break;
-		pump(p, 50);
-	}
-	print_message("no line with '%s' from pid %d; stdout:\n%s\n"
-		      "stderr:\n%s\n", s, (int)p->pid, p->o, p->e);
-	return NULL;
-}
-
-static int wait_exit(struct proc *p)
-{
-	uint64_t deadline = now_ms() + WAIT_MS;
-
-	while (!p->exited && now_ms() < deadline)
-		pump(p, 50);
-	while (p->exited && (p->out >= 0 || p->err >= 0))
-		pump(p, 50);
-	return p->exited ? p->status : -1;
-}
-
-static void put(struct proc *p, const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-	int len;
-
-	va_start(ap, fmt);
-	len = vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	assert_int_equal(write(p->in, line, (size_t)len), len);
-}
-
-/* "key=VALUE" of a ready line (text or logfmt) into out. */
-static void field(const char *line, const char *key, char *out, size_t len)
-{
-	char k[32];
-	const char *at;
-	size_t n;
-
-	snprintf(k, sizeof(k), " %s=", key);
-	at = strstr(line, k);
-	out[0] = '\0';
-	if (!at || at > strchr(line, '\n'))
-		return;
-	at += strlen(k);
-	n = strcspn(at, " \n");
-	assert_true(n < len);
-	memcpy(out, at, n);
-	out[n] = '\0';
-}
-
-/* Waits for p's ready line and reads its id, addresses. */
-static struct proc *ready(struct proc *p)
-{
-	const char *l = wait_for(p, true, "ready id=");
-	char id[32];
-
-	if (!l)
-		l = wait_for(p, true, "msg=ready ");
-	if (!l) {
-		int st = wait_exit(p);
+	if (!tp_ready(p)) {
+		int st = tp_wait_exit(p);
 
 		if (!strcmp(engine, "io_uring") && st == 1 &&
-		    strstr(p->e, "io_uring")) {
+		    strstr(p->e.p, "io_uring")) {
 			print_message("skipped: io_uring refused here: %s",
-				      p->e);
+				      p->e.p);
 			skip();
 		}
-		fail_msg("node did not start (exit %d): %s", st, p->e);
+		fail_msg("node did not start (exit %d): %s", st, p->e.p);
 	}
-	field(l, "id", id, sizeof(id));
-	p->id = strtoull(id, NULL, 16);
-	field(l, "listen", p->listen, sizeof(p->listen));
-	field(l, "metrics", p->metrics, sizeof(p->metrics));
-	p->port = (unsigned)atoi(strrchr(p->listen, ':') + 1);
 	return p;
 }
 
 /* `pairmesh node --engine E args...`, NULL-terminated, once ready. */
-static struct proc *node(const char *first, ...)
+static struct tp_proc *node(const char *first, ...)
 {
-	char *argv[24] = { bin, "node", "--engine", (char *)engine };
+	char *argv[24] = { tp_bin, "node", "--engine", (char *)engine };
 	int argc = 4;
 	va_list ap;
 
@@ -255,25 +61,24 @@ static struct proc *node(const char *first, ...)
 		assert_true(argc < 23);
 	}
 	va_end(ap);
-	return ready(spawn(argv, NULL));
+	return ready(tp_spawn(argv, -1));
 }
 
 /* Runs argv to the end; its stdout into out (NUL-terminated). */
 static int run(char *const argv[], char *out, size_t len)
 {
-	struct proc *p = spawn(argv, NULL);
+	struct tp_proc *p = tp_spawn(argv, -1);
 	size_t n;
 	int st;
 
-	close(p->in);
-	p->in = -1;
-	st = wait_exit(p);
-	n = p->olen < len - 1 ? p->olen : len - 1;
-	memcpy(out, p->o, n);
+	tp_close_stdin(p);
+	st = tp_wait_exit(p);
+	n = p->o.len < len - 1 ? p->o.len : len - 1;
+	memcpy(out, p->o.p, n);
 	out[n] = '\0';
-	if (st != 0 && p->elen)
-		print_message("%s: %s", argv[0], p->e);
-	memset(p, 0, sizeof(*p));
+	if (st != 0 && p->e.len)
+		print_message("%s: %s", argv[0], p->e.p);
+	tp_free(p);
 	return st;
 }
 
@@ -281,7 +86,7 @@ static char scrape_buf[1 << 17];
 
 /* GETs path from p's metrics server with curl; returns the status code
  * (0 when curl failed), the body in scrape_buf. */
-static int curl(const struct proc *p, const char *path, const char *opt1,
+static int curl(const struct tp_proc *p, const char *path, const char *opt1,
 		const char *opt2)
 {
 	char url[128], *argv[16] = { "/usr/bin/env", "curl", "-sS",
@@ -319,20 +124,20 @@ static double sample(const char *body, const char *series)
 	return -1;
 }
 
-static double scrape(const struct proc *p, const char *series)
+static double scrape(const struct tp_proc *p, const char *series)
 {
 	assert_int_equal(curl(p, "/metrics", NULL, NULL), 200);
 	return sample(scrape_buf, series);
 }
 
 /* Scrapes until series has value want (metrics move with the loop). */
-static void wait_sample(const struct proc *p, const char *series,
+static void wait_sample(const struct tp_proc *p, const char *series,
 			double want)
 {
-	uint64_t deadline = now_ms() + WAIT_MS;
+	uint64_t deadline = tp_now_ms() + tp_wait_ms;
 	double v;
 
-	while ((v = scrape(p, series)) != want && now_ms() < deadline)
+	while ((v = scrape(p, series)) != want && tp_now_ms() < deadline)
 		poll(NULL, 0, 50);
 	if (v != want)
 		fail_msg("%s is %g, want %g:\n%s", series, v, want,
@@ -437,12 +242,12 @@ static int established_to(unsigned rport, unsigned *lport)
  * line at its log level). */
 static void wait_listening(unsigned port)
 {
-	uint64_t deadline = now_ms() + WAIT_MS;
+	uint64_t deadline = tp_now_ms() + tp_wait_ms;
 	unsigned lp, st;
 	char line[512];
 	bool found = false;
 
-	while (!found && now_ms() < deadline) {
+	while (!found && tp_now_ms() < deadline) {
 		FILE *f = fopen("/proc/net/tcp", "r");
 
 		assert_non_null(f);
@@ -459,9 +264,9 @@ static void wait_listening(unsigned port)
 
 static void wait_established(unsigned rport, int want)
 {
-	uint64_t deadline = now_ms() + WAIT_MS;
+	uint64_t deadline = tp_now_ms() + tp_wait_ms;
 
-	while (established_to(rport, NULL) != want && now_ms() < deadline)
+	while (established_to(rport, NULL) != want && tp_now_ms() < deadline)
 		poll(NULL, 0, 20);
 	assert_int_equal(established_to(rport, NULL), want);
 }
@@ -488,45 +293,20 @@ static char *path_in(const char *name)
 	return p;
 }
 
-static void stop(struct proc *p)
+static void stop(struct tp_proc *p)
 {
 	assert_int_equal(kill(p->pid, SIGTERM), 0);
-	assert_int_equal(wait_exit(p), 0);
-}
-
-static void proc_free(struct proc *p)
-{
-	if (!p->exited) {
-		kill(p->pid, SIGKILL);
-		reap(p, true);
-	}
-	if (p->in >= 0)
-		close(p->in);
-	if (p->out >= 0)
-		close(p->out);
-	if (p->err >= 0)
-		close(p->err);
-	memset(p, 0, sizeof(*p));
+	assert_int_equal(tp_wait_exit(p), 0);
 }
 
 static int setup(void **state)
 {
-	const char *build = getenv("BUILD");
+	int rc = tp_setup();
 
-	snprintf(bin, sizeof(bin), "%s/pairmesh",
-		 build && *build ? build : "build");
-	if (bin[0] != '/') {
-		char cwd[256];
-
-		assert_non_null(getcwd(cwd, sizeof(cwd)));
-		snprintf(bin, sizeof(bin), "%s/%s/pairmesh", cwd,
-			 build && *build ? build : "build");
-	}
-	if (access(bin, X_OK) || !mkdtemp(dir)) {
-		print_error("%s: %s\n", bin, strerror(errno));
+	if (rc || !mkdtemp(dir)) {
+		print_error("%s: %s\n", tp_bin, strerror(rc ? -rc : errno));
 		return -1;
 	}
-	signal(SIGPIPE, SIG_IGN);
 	return 0;
 }
 
@@ -540,24 +320,8 @@ static int group_teardown(void **state)
 
 static int teardown(void **state)
 {
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (procs[i].pid)
-			proc_free(&procs[i]);
+	tp_free_all();
 	return 0;
-}
-
-static unsigned free_port(void)
-{
-	struct sockaddr_in sa = { .sin_family = AF_INET };
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-	assert_true(fd >= 0);
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	close(fd);
-	return ntohs(sa.sin_port);
 }
 
 /* A TCP connection to addr that sends a partial request and stays. */
@@ -583,7 +347,7 @@ static int slow_client(const char *addr)
  */
 static void metrics_case(const char *e)
 {
-	struct proc *a, *b;
+	struct tp_proc *a, *b;
 	char big[6000];
 	int slow;
 
@@ -601,8 +365,8 @@ static void metrics_case(const char *e)
 			   "pairmesh_connections_accepted_total") == 1);
 
 	for (int i = 0; i < 3; i++)
-		put(b, "%s hello%d\n", a->listen, i);
-	assert_non_null(wait_for(a, false, " hello2"));
+		tp_put(b, "%s hello%d\n", a->listen, i);
+	assert_non_null(tp_wait_line(a, false, " hello2", TP_CONTAINS));
 	wait_sample(a, "pairmesh_messages_received_total", 3);
 	check_exposition(scrape_buf);
 	assert_true(sample(scrape_buf, "pairmesh_received_bytes_total") ==
@@ -632,16 +396,15 @@ static void metrics_case(const char *e)
 
 	slow = slow_client(a->metrics);
 	assert_int_equal(curl(a, "/metrics", NULL, NULL), 200);
-	put(b, "%s during\n", a->listen);
-	assert_non_null(wait_for(a, false, " during"));
+	tp_put(b, "%s during\n", a->listen);
+	assert_non_null(tp_wait_line(a, false, " during", TP_CONTAINS));
 	wait_sample(a, "pairmesh_metrics_clients_dropped_total"
 		    "{reason=\"timeout\"}", 1);
 	close(slow);
 
 	stop(a);
-	close(b->in);
-	b->in = -1;
-	assert_int_equal(wait_exit(b), 0);
+	tp_close_stdin(b);
+	assert_int_equal(tp_wait_exit(b), 0);
 }
 
 static void test_service_metrics_epoll(void **state)
@@ -658,17 +421,17 @@ static void test_service_metrics_io_uring(void **state)
 static void config_refused(const char *text, const char *want)
 {
 	char *conf = path_in("bad.conf");
-	char *argv[] = { bin, "node", "--no-stdin", "--config", conf, NULL };
+	char *argv[] = { tp_bin, "node", "--no-stdin", "--config", conf, NULL };
 	char full[600];
-	struct proc *p;
+	struct tp_proc *p;
 
 	write_file(conf, "%s", text);
-	p = spawn(argv, NULL);
-	assert_int_equal(wait_exit(p), 2);
+	p = tp_spawn(argv, -1);
+	assert_int_equal(tp_wait_exit(p), 2);
 	snprintf(full, sizeof(full), "%s%s", conf, want);
-	if (!strstr(p->e, full))
-		fail_msg("want '%s' for:\n%s\ngot: %s", full, text, p->e);
-	proc_free(p);
+	if (!strstr(p->e.p, full))
+		fail_msg("want '%s' for:\n%s\ngot: %s", full, text, p->e.p);
+	tp_free(p);
 }
 
 /*
@@ -678,8 +441,8 @@ static void config_refused(const char *text, const char *want)
 static void test_service_config(void **state)
 {
 	char conf[600], key[600], want[64];
-	unsigned port = free_port();
-	struct proc *a;
+	unsigned port = tl_closed_port();
+	struct tp_proc *a;
 
 	engine = "epoll";
 	/* path_in's buffers are reused: keep copies. */
@@ -713,25 +476,25 @@ static void test_service_config(void **state)
 	write_file(conf, "# pairmesh\n\nlisten = 127.0.0.1:%u  # here\n"
 		   "key-file = mesh.key\nstats = 3600\nno-stdin = yes\n",
 		   port);
-	a = ready(spawn((char *[]){ bin, "node", "--config", conf, NULL },
-			NULL));
+	a = ready(tp_spawn((char *[]){ tp_bin, "node", "--config", conf,
+				       NULL }, -1));
 	snprintf(want, sizeof(want), "127.0.0.1:%u", port);
 	assert_string_equal(a->listen, want);
 	stop(a);
 	/* The command line wins. */
-	a = ready(spawn((char *[]){ bin, "node", "--config", conf, "--listen",
-				    "127.0.0.1:0", NULL }, NULL));
+	a = ready(tp_spawn((char *[]){ tp_bin, "node", "--config", conf,
+				       "--listen", "127.0.0.1:0", NULL }, -1));
 	assert_true(a->port != port);
 	stop(a);
 	/* No such file: a usage error too. */
-	a = spawn((char *[]){ bin, "node", "--config", path_in("none.conf"),
-			      NULL }, NULL);
-	assert_int_equal(wait_exit(a), 2);
-	assert_non_null(strstr(a->e, "none.conf: No such file"));
+	a = tp_spawn((char *[]){ tp_bin, "node", "--config",
+				 path_in("none.conf"), NULL }, -1);
+	assert_int_equal(tp_wait_exit(a), 2);
+	assert_non_null(strstr(a->e.p, "none.conf: No such file"));
 	/* Nothing to re-read: a hangup ends the node, as it always did. */
 	a = node("--no-stdin", NULL);
 	assert_int_equal(kill(a->pid, SIGHUP), 0);
-	assert_int_equal(wait_exit(a), 128 + SIGHUP);
+	assert_int_equal(tp_wait_exit(a), 128 + SIGHUP);
 }
 
 /* Every line of text is logfmt: ts, level, msg, then key=value pairs. */
@@ -791,8 +554,8 @@ static void check_logfmt(const char *text, const char *levels)
 static void test_service_log_level(void **state)
 {
 	char *key = path_in("log.key"), *conf = path_in("quiet.conf");
-	unsigned port = free_port();
-	struct proc *a, *b, *c;
+	unsigned port = tl_closed_port();
+	struct tp_proc *a, *b, *c;
 	char addr[32];
 
 	engine = "epoll";
@@ -801,39 +564,41 @@ static void test_service_log_level(void **state)
 	a = node("--no-stdin", "--key-file", key, "--log-level", "info",
 		 "--metrics", "0", NULL);
 	b = node("--log-level", "debug", NULL);
-	put(b, "%s let me in\n", a->listen);
+	tp_put(b, "%s let me in\n", a->listen);
 	/* A refuses the keyless B: the library says so, through on_log. */
-	assert_non_null(wait_for(a, true, "msg=\"refused 127.0.0.1:"));
-	assert_non_null(strstr(line_with(a->e, "msg=\"refused"),
+	assert_non_null(tp_wait_line(a, true, "msg=\"refused 127.0.0.1:",
+				     TP_CONTAINS));
+	assert_non_null(strstr(tp_find_line(&a->e, "msg=\"refused",
+					    TP_CONTAINS),
 			       "level=warn"));
-	assert_non_null(strstr(line_with(a->e, "msg=\"refused"),
+	assert_non_null(strstr(tp_find_line(&a->e, "msg=\"refused",
+					    TP_CONTAINS),
 			       "source=library"));
-	assert_non_null(wait_for(b, true, "msg=\"stream closed\""));
+	assert_non_null(tp_wait_line(b, true, "msg=\"stream closed\"",
+				     TP_CONTAINS));
 	/* info: no debug lines (a scrape logs one at debug). */
 	assert_int_equal(curl(a, "/metrics", NULL, NULL), 200);
-	put(b, "nowhere:1 x\n");
-	assert_non_null(wait_for(b, true, "target=nowhere:1"));
+	tp_put(b, "nowhere:1 x\n");
+	assert_non_null(tp_wait_line(b, true, "target=nowhere:1", TP_CONTAINS));
 	stop(a);
-	close(b->in);
-	b->in = -1;
-	assert_int_equal(wait_exit(b), 0);
-	check_logfmt(a->e, ",error,warn,info,");
-	assert_null(strstr(a->e, "level=debug"));
-	check_logfmt(b->e, ",error,warn,info,debug,");
-	assert_non_null(strstr(b->e, "level=info msg=ready id="));
+	tp_close_stdin(b);
+	assert_int_equal(tp_wait_exit(b), 0);
+	check_logfmt(a->e.p, ",error,warn,info,");
+	assert_null(strstr(a->e.p, "level=debug"));
+	check_logfmt(b->e.p, ",error,warn,info,debug,");
+	assert_non_null(strstr(b->e.p, "level=info msg=ready id="));
 
 	/* error: nothing at all on a good run, messages still printed. */
 	write_file(conf, "log-level = error\nlisten = 127.0.0.1:%u\n", port);
-	c = spawn((char *[]){ bin, "node", "--config", conf, NULL }, NULL);
+	c = tp_spawn((char *[]){ tp_bin, "node", "--config", conf, NULL }, -1);
 	snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
 	b = node(NULL);
 	wait_listening(port);
-	put(b, "%s quiet please\n", addr);
-	assert_non_null(wait_for(c, false, " quiet please"));
-	close(c->in);
-	c->in = -1;
-	assert_int_equal(wait_exit(c), 0);
-	assert_int_equal(c->elen, 0);
+	tp_put(b, "%s quiet please\n", addr);
+	assert_non_null(tp_wait_line(c, false, " quiet please", TP_CONTAINS));
+	tp_close_stdin(c);
+	assert_int_equal(tp_wait_exit(c), 0);
+	assert_int_equal(c->e.len, 0);
 }
 
 /* Writes A's config: metrics on, no auto-connect, the connect lines. */
@@ -853,10 +618,10 @@ static void reload_conf(const char *conf, const char *c1, const char *c2,
 	}
 }
 
-static void hup(struct proc *p, const char *want)
+static void hup(struct tp_proc *p, const char *want)
 {
 	assert_int_equal(kill(p->pid, SIGHUP), 0);
-	assert_non_null(wait_for(p, true, want));
+	assert_non_null(tp_wait_line(p, true, want, TP_CONTAINS));
 }
 
 /*
@@ -868,7 +633,7 @@ static void reload_case(const char *e)
 {
 	char *conf = path_in("reload.conf");
 	unsigned lb, lc, l2;
-	struct proc *a, *b, *c;
+	struct tp_proc *a, *b, *c;
 
 	engine = e;
 	b = node("--no-stdin", "--no-auto-connect", NULL);
@@ -906,7 +671,8 @@ static void reload_case(const char *e)
 	/* A bad line: the old configuration stays, C untouched. */
 	reload_conf(conf, NULL, NULL, "bogus = 1\n");
 	hup(a, "error: reload: ");
-	assert_non_null(strstr(line_with(a->e, "error: reload: "),
+	assert_non_null(strstr(tp_find_line(&a->e, "error: reload: ",
+					    TP_CONTAINS),
 			       ":4: unknown key 'bogus'"));
 	wait_sample(a, "pairmesh_config_reloads_total{result=\"error\"}", 1);
 	assert_true(sample(scrape_buf,
@@ -950,7 +716,7 @@ static char *unit_value(const char *unit, const char *key, const char *conf)
 		v[strcspn(v, "\n")] = '\0';
 		for (at = v; *at;) {
 			if (!strncmp(at, "/usr/local/bin/pairmesh", 23)) {
-				strcat(buf, bin);
+				strcat(buf, tp_bin);
 				at += 23;
 			} else if (conf && !strncmp(at, "/etc/pairmesh/", 14)) {
 				strcat(buf, conf);
@@ -994,7 +760,7 @@ static void test_service_unit_verify(void **state)
 
 			if (at)
 				fprintf(o, "%.*s%s%s", (int)(at - line), line,
-					bin, at + 23);
+					tp_bin, at + 23);
 			else
 				fputs(line, o);
 		}
@@ -1020,7 +786,7 @@ static const char *notified(int fd)
 	struct pollfd p = { .fd = fd, .events = POLLIN };
 	ssize_t r;
 
-	if (poll(&p, 1, WAIT_MS) != 1)
+	if (poll(&p, 1, tp_wait_ms) != 1)
 		return "(nothing)";
 	r = recv(fd, msg, sizeof(msg) - 1, 0);
 	assert_true(r > 0);
@@ -1039,7 +805,7 @@ static void test_service_unit_exec(void **state)
 	char *conf = path_in("pairmesh.conf"), *sock = path_in("notify");
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char *start, *reload, *type, cmd[2048], out[256];
-	struct proc *a, *b, *c;
+	struct tp_proc *a, *b, *c;
 	int fd;
 
 	engine = "epoll";
@@ -1062,7 +828,7 @@ static void test_service_unit_exec(void **state)
 		   "connect = %s\n", engine, b->listen);
 	snprintf(cmd, sizeof(cmd), "NOTIFY_SOCKET='%s' exec %s </dev/null",
 		 sock, start);
-	a = ready(spawn(NULL, cmd));
+	a = ready(tp_spawn((char *[]){ "/bin/sh", "-c", cmd, NULL }, -1));
 	assert_string_equal(notified(fd), "READY=1");
 	wait_established(b->port, 1);
 
@@ -1074,7 +840,8 @@ static void test_service_unit_exec(void **state)
 			     sizeof(out)), 0);
 	assert_string_equal(notified(fd), "RELOADING=1");
 	assert_string_equal(notified(fd), "READY=1");
-	assert_non_null(wait_for(a, true, "reload: ok peers=2 added=1"));
+	assert_non_null(tp_wait_line(a, true, "reload: ok peers=2 added=1",
+				     TP_CONTAINS));
 	wait_established(c->port, 1);
 	assert_int_equal(established_to(b->port, NULL), 1);
 

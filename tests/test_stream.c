@@ -19,35 +19,6 @@
 #define MiB		(1u << 20)
 #define KiB		(1u << 10)
 
-/* Message i of a test: byte j is a function of i and j. */
-static void make_msg(void *buf, uint64_t i, size_t len)
-{
-	unsigned char *p = buf;
-	size_t j;
-
-	for (j = 0; j < len; j++)
-		p[j] = (unsigned char)(i * 131 + j * 7 + (i >> 8));
-	if (len >= 8)
-		tl_put64(p, i);
-}
-
-static bool msg_ok(const void *buf, size_t len, uint64_t i)
-{
-	const unsigned char *p = buf;
-	size_t j = 0;
-
-	if (len >= 8) {
-		if (tl_get64(p) != i)
-			return false;
-		j = 8;
-	}
-	for (; j < len; j++) {
-		if (p[j] != (unsigned char)(i * 131 + j * 7 + (i >> 8)))
-			return false;
-	}
-	return true;
-}
-
 static void stats(struct tl_node *t, struct pm_stats *st)
 {
 	memset(st, 0xa5, sizeof(*st));
@@ -93,7 +64,7 @@ static int check_seq(struct tl_node *t, const struct pm_message *m)
 {
 	struct seq_check *c = t->hook_arg;
 
-	if (m->len != c->len || !msg_ok(m->data, m->len, c->next)) {
+	if (m->len != c->len || !tl_msg_ok(m->data, m->len, c->next)) {
 		if (!c->bad++)
 			c->first_bad = c->next;
 	}
@@ -150,7 +121,7 @@ static void test_stream_backpressure(void **state)
 		limit = fits;
 	rss0 = tl_rss_bytes();
 	for (;;) {
-		make_msg(buf, sent, len);
+		tl_make_msg(buf, sent, len);
 		rc = pm_send(a->n, s, buf, len);
 		if (rc == -EAGAIN)
 			break;
@@ -174,7 +145,7 @@ static void test_stream_backpressure(void **state)
 	assert_non_null(tl_wait_event(v, 2, a, PM_EV_WRITABLE, s));
 	more = sent + 256;
 	for (i = sent; i < more; i++) {
-		make_msg(buf, i, len);
+		tl_make_msg(buf, i, len);
 		assert_int_equal(tl_send_retry(v, 2, a, s, buf, len), 0);
 	}
 	assert_true(tl_wait_msgs(v, 2, b, more));
@@ -277,7 +248,7 @@ static void close_and_check(struct tl_node *const *v, struct tl_node *a,
 	assert_int_equal(b->nmsgs, n);
 	for (i = 0; i < n; i++) {
 		assert_true(b->msgs[i].peer_id == a->id);
-		assert_true(msg_ok(tl_msg_data(b, i), b->msgs[i].len, i));
+		assert_true(tl_msg_ok(tl_msg_data(b, i), b->msgs[i].len, i));
 	}
 	if (n) {
 		/* b's end of the stream is gone as well. */
@@ -310,7 +281,7 @@ static void test_stream_close_before_live(void **state)
 	/* Queued and closed before the handshake could even start. */
 	assert_int_equal(pm_connect(a->n, b->addr, &s), 0);
 	for (i = 0; i < 50; i++) {
-		make_msg(buf, i, 8 + i);
+		tl_make_msg(buf, i, 8 + i);
 		assert_int_equal(pm_send(a->n, s, buf, 8 + i), 0);
 	}
 	close_and_check(v, a, b, s, 50);
@@ -357,7 +328,7 @@ static void test_stream_close_both(void **state)
 	assert_true(tl_wait_msgs(v, 2, b, 1));
 	w.sb = b->msgs[0].stream;
 	for (i = 0; i < 20; i++) {
-		make_msg(buf, i, sizeof(buf));
+		tl_make_msg(buf, i, sizeof(buf));
 		assert_int_equal(pm_send(a->n, w.sa, buf, sizeof(buf)), 0);
 		assert_int_equal(pm_send(b->n, w.sb, buf, sizeof(buf)), 0);
 	}
@@ -391,7 +362,7 @@ static void test_stream_close_by_acceptor(void **state)
 	b->nbytes = 0;
 	b->msgs_seen = 0;
 	for (i = 0; i < 30; i++) {
-		make_msg(buf, i, 30 * i);
+		tl_make_msg(buf, i, 30 * i);
 		assert_int_equal(pm_send(b->n, t, buf, 30 * i), 0);
 	}
 	close_and_check(v, b, a, t, 30);
@@ -415,7 +386,7 @@ static void test_stream_close_graceful(void **state)
 	s = connect_live(v, 2, a, b);
 	/* About 500 KB: more than one write, so the CLOSE must wait. */
 	for (i = 0; i < 100; i++) {
-		make_msg(buf, i, 97 * i % sizeof(buf));
+		tl_make_msg(buf, i, 97 * i % sizeof(buf));
 		assert_int_equal(tl_send_retry(v, 2, a, s, buf,
 					       97 * i % sizeof(buf)), 0);
 	}
@@ -494,29 +465,29 @@ static void test_stream_emsgsize(void **state)
 	s = connect_live(v, 3, a, b);
 	assert_int_equal(pm_send(a->n, s, buf, 4097), -EMSGSIZE);
 	assert_int_equal(pm_reserve(a->n, s, 4097, &p), -EMSGSIZE);
-	make_msg(buf, 1, 4096);
+	tl_make_msg(buf, 1, 4096);
 	assert_int_equal(pm_send(a->n, s, buf, 4096), 0);
 	assert_true(tl_wait_msgs(v, 3, b, 1));
 	assert_int_equal(b->msgs[0].len, 4096);
-	assert_true(msg_ok(tl_msg_data(b, 0), 4096, 1));
+	assert_true(tl_msg_ok(tl_msg_data(b, 0), 4096, 1));
 
 	/* b's own limit on its end of the same stream. */
 	t = b->msgs[0].stream;
 	assert_int_equal(pm_send(b->n, t, buf, 4097), -EMSGSIZE);
-	make_msg(buf, 2, 4096);
+	tl_make_msg(buf, 2, 4096);
 	assert_int_equal(pm_send(b->n, t, buf, 4096), 0);
 	assert_true(tl_wait_msgs(v, 3, a, 1));
 	assert_true(a->msgs[0].peer_id == b->id);
-	assert_true(msg_ok(tl_msg_data(a, 0), a->msgs[0].len, 2));
+	assert_true(tl_msg_ok(tl_msg_data(a, 0), a->msgs[0].len, 2));
 
 	/* The self stream: exactly max_message fits. */
 	assert_int_equal(pm_self(a->n, &me), 0);
 	assert_int_equal(pm_send(a->n, me, buf, big + 1), -EMSGSIZE);
-	make_msg(buf, 3, big);
+	tl_make_msg(buf, 3, big);
 	assert_int_equal(pm_send(a->n, me, buf, big), 0);
 	assert_true(tl_wait_msgs(v, 3, a, 2));
 	assert_int_equal(a->msgs[1].len, big);
-	assert_true(msg_ok(tl_msg_data(a, 1), big, 3));
+	assert_true(tl_msg_ok(tl_msg_data(a, 1), big, 3));
 	free(buf);
 	tl_node_free(a);
 	tl_node_free(b);
@@ -538,7 +509,7 @@ static void test_stream_order(void **state)
 	v[1] = b;
 	assert_int_equal(pm_connect(a->n, b->addr, &s), 0);
 	for (i = 0; i < n; i++) {
-		make_msg(buf, i, 8 + i % 120);
+		tl_make_msg(buf, i, 8 + i % 120);
 		assert_int_equal(tl_send_retry(v, 2, a, s, buf, 8 + i % 120),
 				 0);
 	}
@@ -548,7 +519,7 @@ static void test_stream_order(void **state)
 	assert_int_equal(b->nmsgs, n);
 	for (i = 0; i < n; i++) {
 		if (b->msgs[i].len != 8 + i % 120 ||
-		    !msg_ok(tl_msg_data(b, i), b->msgs[i].len, i))
+		    !tl_msg_ok(tl_msg_data(b, i), b->msgs[i].len, i))
 			fail_msg("message #%u wrong or out of order (seq %llu)",
 				 i, (unsigned long long)
 				 tl_get64(tl_msg_data(b, i)));
@@ -619,7 +590,7 @@ static void test_stream_peer_reset(void **state)
 
 	/* Data b will never read, then b vanishes without a word. */
 	for (i = 0; i < 16; i++) {
-		make_msg(buf, i, sizeof(buf));
+		tl_make_msg(buf, i, sizeof(buf));
 		assert_int_equal(pm_send(a->n, s, buf, sizeof(buf)), 0);
 	}
 	for (i = 0; i < 100 && pm_stream_queued(a->n, s) > 0; i++)
@@ -840,14 +811,14 @@ static void test_stream_reserve_commit(void **state)
 	assert_int_equal(pm_reserve(a->n, s, 1000, &vp), 0);
 	assert_non_null(vp);
 	p = vp;
-	make_msg(p, 7, 600);
+	tl_make_msg(p, 7, 600);
 	assert_int_equal(pm_commit(a->n, s, 1001), -EINVAL);
 	assert_int_equal(pm_commit(a->n, s, 600), 0);
 	assert_int_equal(pm_commit(a->n, s, 600), -EINVAL);
 	assert_int_equal(pm_send(a->n, s, "third", 5), 0);
 	/* A reservation of the full limit, committed much shorter. */
 	assert_int_equal(pm_reserve(a->n, s, 256 * KiB, &vp), 0);
-	make_msg(vp, 9, big);
+	tl_make_msg(vp, 9, big);
 	assert_int_equal(pm_commit(a->n, s, big), 0);
 
 	assert_true(tl_wait_msgs(v, 2, b, 4));
@@ -856,21 +827,21 @@ static void test_stream_reserve_commit(void **state)
 	assert_int_equal(b->msgs[0].len, 5);
 	assert_memory_equal(tl_msg_data(b, 0), "first", 5);
 	assert_int_equal(b->msgs[1].len, 600);
-	assert_true(msg_ok(tl_msg_data(b, 1), 600, 7));
+	assert_true(tl_msg_ok(tl_msg_data(b, 1), 600, 7));
 	assert_int_equal(b->msgs[2].len, 5);
 	assert_memory_equal(tl_msg_data(b, 2), "third", 5);
 	assert_int_equal(b->msgs[3].len, big);
-	assert_true(msg_ok(tl_msg_data(b, 3), big, 9));
+	assert_true(tl_msg_ok(tl_msg_data(b, 3), big, 9));
 
 	/* The self stream takes reservations too. */
 	assert_int_equal(pm_self(a->n, &me), 0);
 	assert_int_equal(pm_reserve(a->n, me, 64, &vp), 0);
-	make_msg(vp, 11, 40);
+	tl_make_msg(vp, 11, 40);
 	assert_int_equal(pm_commit(a->n, me, 40), 0);
 	assert_true(tl_wait_msgs(v, 2, a, 1));
 	assert_int_equal(a->msgs[0].len, 40);
 	assert_true(a->msgs[0].peer_id == a->id);
-	assert_true(msg_ok(tl_msg_data(a, 0), 40, 11));
+	assert_true(tl_msg_ok(tl_msg_data(a, 0), 40, 11));
 	tl_node_free(a);
 	tl_node_free(b);
 }
@@ -906,7 +877,7 @@ static void test_stream_sendv(void **state)
 	v[1] = b;
 	s = connect_live(v, 2, a, b);
 	for (i = 0; i < N; i++) {
-		make_msg(bufs[i], i, batch_len(i));
+		tl_make_msg(bufs[i], i, batch_len(i));
 		iov[i] = (struct iovec){ bufs[i], batch_len(i) };
 		total += batch_len(i);
 	}
@@ -948,7 +919,7 @@ static void test_stream_sendv(void **state)
 	assert_int_equal(b->msgs[0].len, 0);
 	for (i = 0; i < N; i++) {
 		if (b->msgs[i + 1].len != batch_len(i) ||
-		    !msg_ok(tl_msg_data(b, i + 1), batch_len(i), i))
+		    !tl_msg_ok(tl_msg_data(b, i + 1), batch_len(i), i))
 			fail_msg("batched message #%u wrong or out of order", i);
 	}
 	stats(a, &st1);
@@ -968,7 +939,7 @@ static void test_stream_sendv(void **state)
 	assert_int_equal(a->nmsgs, 3);
 	for (i = 0; i < 3; i++) {
 		assert_int_equal(a->msgs[i].len, batch_len(3 + i));
-		assert_true(msg_ok(tl_msg_data(a, i), batch_len(3 + i),
+		assert_true(tl_msg_ok(tl_msg_data(a, i), batch_len(3 + i),
 				   3 + i));
 	}
 	tl_node_free(a);
@@ -1136,7 +1107,7 @@ static int check_in_ring(struct tl_node *t, const struct pm_message *m)
 		w->lo = ring_views(m->data, w->ring);
 	/* Every message, this one's end too, within the two views. */
 	if (at < w->lo || at + m->len > w->lo + 2 * w->ring ||
-	    !msg_ok(m->data, m->len, w->next))
+	    !tl_msg_ok(m->data, m->len, w->next))
 		w->bad++;
 	if (at < w->lo + w->ring && at + m->len > w->lo + w->ring)
 		w->straddled++;
@@ -1175,7 +1146,7 @@ static void test_stream_rx_zero_copy(void **state)
 	 * its end wherever the control frames put them. */
 	for (i = 0; i < count; i++) {
 		len = sizeof(buf) - i * 13;
-		make_msg(buf, i, len);
+		tl_make_msg(buf, i, len);
 		assert_int_equal(tl_send_retry(v, 2, a, s, buf, len), 0);
 	}
 	assert_true(tl_wait_msgs(v, 2, b, count));
@@ -1210,7 +1181,7 @@ static void test_stream_self_send(void **state)
 	assert_true(pm_stream_same(a->n, me, me2));
 	for (i = 0; i < n; i++) {
 		len = (size_t)i * 7919 % sizeof(buf);
-		make_msg(buf, i, len);
+		tl_make_msg(buf, i, len);
 		assert_int_equal(tl_send_retry(v, 1, a, me, buf, len), 0);
 	}
 	assert_true(tl_wait_msgs(v, 1, a, n));
@@ -1220,7 +1191,7 @@ static void test_stream_self_send(void **state)
 	for (i = 0; i < n; i++) {
 		len = (size_t)i * 7919 % sizeof(buf);
 		assert_int_equal(a->msgs[i].len, len);
-		if (!msg_ok(tl_msg_data(a, i), len, i))
+		if (!tl_msg_ok(tl_msg_data(a, i), len, i))
 			fail_msg("self message #%u wrong or out of order", i);
 		assert_true(a->msgs[i].peer_id == a->id);
 		assert_true(pm_stream_same(a->n, a->msgs[i].stream, me));

@@ -321,13 +321,38 @@ static bool port_in(unsigned port, const uint16_t *ports, size_t k)
 	return false;
 }
 
+/* One look at the machine's ESTABLISHED TCP sockets. */
+struct sock_scan {
+	const uint16_t *ports;	/* the remote ports of interest */
+	size_t k;
+	struct tl_sock *out;	/* NULL: count only */
+	int max;
+	int n;			/* of interest */
+	int machine;		/* all of them */
+};
+
+static void scan_add(struct sock_scan *sc, unsigned long ino,
+		     unsigned lport, unsigned rport)
+{
+	sc->machine++;
+	if (!port_in(rport, sc->ports, sc->k))
+		return;
+	if (sc->out) {
+		if (sc->n == sc->max)
+			return;
+		sc->out[sc->n] = (struct tl_sock){ ino, (uint16_t)lport,
+						   (uint16_t)rport };
+	}
+	sc->n++;
+}
+
 /*
  * Asks the kernel for its ESTABLISHED TCP sockets only (sock_diag): the
  * text table also lists every TIME_WAIT socket of the machine, is slow to
- * read when thousands pile up, and is not read atomically. Returns the
- * count or -1 when sock_diag is unavailable.
+ * read when thousands pile up, and is not read atomically. Returns 0, or
+ * -1 when sock_diag is unavailable.
  */
-static int diag_count(int family, const uint16_t *ports, size_t k)
+static int diag_scan(int family, struct sock_scan *sc)
 {
 	struct {
 		struct nlmsghdr nlh;
@@ -336,8 +361,8 @@ static int diag_count(int family, const uint16_t *ports, size_t k)
 	uint32_t buf[8192];
 	const struct inet_diag_msg *m;
 	const struct nlmsghdr *h;
-	int fd, n = 0;
 	ssize_t len;
+	int fd;
 
 	fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
 	if (fd < 0)
@@ -362,50 +387,62 @@ static int diag_count(int family, const uint16_t *ports, size_t k)
 			if (h->nlmsg_type == NLMSG_ERROR)
 				goto out_err;
 			m = NLMSG_DATA(h);
-			if (m->idiag_state == TCP_ESTABLISHED &&
-			    port_in(ntohs(m->id.idiag_dport), ports, k))
-				n++;
+			if (m->idiag_state == TCP_ESTABLISHED)
+				scan_add(sc, m->idiag_inode,
+					 ntohs(m->id.idiag_sport),
+					 ntohs(m->id.idiag_dport));
 		}
 	}
 out:
 	close(fd);
-	return n;
+	return 0;
 out_err:
 	close(fd);
 	return -1;
 }
 
-static int count_file(const char *path, const uint16_t *ports, size_t k)
+/* The /proc/net/tcp text table: the fallback without sock_diag. */
+static void file_scan(const char *path, struct sock_scan *sc)
 {
-	char line[512], laddr[72], raddr[72];
 	unsigned lport, rport, st;
-	int n = 0;
+	unsigned long ino;
+	char line[512];
 	FILE *f;
 
 	f = fopen(path, "r");
 	if (!f)
-		return 0;	/* no IPv6 in this namespace */
+		return;	/* no IPv6 in this namespace */
 	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, " %*u: %64[0-9A-Fa-f]:%x %64[0-9A-Fa-f]:%x %x",
-			   laddr, &lport, raddr, &rport, &st) != 5)
+		if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%x %x "
+			   "%*x:%*x %*x:%*x %*x %*u %*u %lu", &lport, &rport,
+			   &st, &ino) != 4)
 			continue;	/* the header */
-		if (st == 0x01 && port_in(rport, ports, k))
-			n++;	/* 01: TCP_ESTABLISHED */
+		if (st == 0x01)	/* 01: TCP_ESTABLISHED */
+			scan_add(sc, ino, lport, rport);
 	}
 	fclose(f);
-	return n;
+}
+
+int tl_tcp_sockets(const uint16_t *ports, size_t k, struct tl_sock *out,
+		   int max, int *machine)
+{
+	struct sock_scan sc = { .ports = ports, .k = k, .out = out,
+				.max = max };
+
+	if (diag_scan(AF_INET, &sc) < 0 || diag_scan(AF_INET6, &sc) < 0) {
+		sc.n = 0;
+		sc.machine = 0;
+		file_scan("/proc/net/tcp", &sc);
+		file_scan("/proc/net/tcp6", &sc);
+	}
+	if (machine)
+		*machine = sc.machine;
+	return sc.n;
 }
 
 int tl_tcp_established(const uint16_t *ports, size_t k)
 {
-	int n4, n6;
-
-	n4 = diag_count(AF_INET, ports, k);
-	n6 = diag_count(AF_INET6, ports, k);
-	if (n4 >= 0 && n6 >= 0)
-		return n4 + n6;
-	return count_file("/proc/net/tcp", ports, k) +
-	       count_file("/proc/net/tcp6", ports, k);
+	return tl_tcp_sockets(ports, k, NULL, 0, NULL);
 }
 
 int tl_tcp_established_between(uint16_t pa, uint16_t pb)
@@ -501,4 +538,32 @@ uint64_t tl_get64(const void *p)
 
 	memcpy(&v, p, sizeof(v));
 	return v;
+}
+
+void tl_make_msg(void *buf, uint64_t i, size_t len)
+{
+	unsigned char *p = buf;
+	size_t j;
+
+	for (j = 0; j < len; j++)
+		p[j] = (unsigned char)(i * 131 + j * 7 + (i >> 8));
+	if (len >= 8)
+		tl_put64(p, i);
+}
+
+bool tl_msg_ok(const void *buf, size_t len, uint64_t i)
+{
+	const unsigned char *p = buf;
+	size_t j = 0;
+
+	if (len >= 8) {
+		if (tl_get64(p) != i)
+			return false;
+		j = 8;
+	}
+	for (; j < len; j++) {
+		if (p[j] != (unsigned char)(i * 131 + j * 7 + (i >> 8)))
+			return false;
+	}
+	return true;
 }

@@ -127,6 +127,20 @@ const void *tl_msg_data(const struct tl_node *t, size_t i);
 int tl_tcp_established(const uint16_t *ports, size_t k);
 int tl_tcp_established_between(uint16_t pa, uint16_t pb);
 
+/* One ESTABLISHED TCP socket: its inode (see /proc/PID/fd) and ports. */
+struct tl_sock {
+	unsigned long ino;
+	uint16_t lport, rport;
+};
+
+/*
+ * The same sockets as tl_tcp_established() counts, up to max of them into
+ * out. *machine (if not NULL) gets the count of every ESTABLISHED socket
+ * of the machine, for reports. Returns how many went into out.
+ */
+int tl_tcp_sockets(const uint16_t *ports, size_t k, struct tl_sock *out,
+		   int max, int *machine);
+
 /* A 127.0.0.1 port nobody listens on (bound, then released). */
 uint16_t tl_closed_port(void);
 
@@ -157,5 +171,14 @@ long tl_verify(uint64_t *s, const void *buf, size_t len);
 /* Puts a u32/u64 at p in host order (tests only talk to themselves). */
 void tl_put64(void *p, uint64_t v);
 uint64_t tl_get64(const void *p);
+
+/*
+ * Message i of a test, len bytes: its number first (when len >= 8), then
+ * bytes that depend on i and their offset, so a lost, repeated, reordered
+ * or torn message shows.
+ */
+void tl_make_msg(void *buf, uint64_t i, size_t len);
+/* Whether buf holds what tl_make_msg(buf, i, len) wrote. */
+bool tl_msg_ok(const void *buf, size_t len, uint64_t i);
 
 #endif
