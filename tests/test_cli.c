@@ -433,7 +433,7 @@ static void test_cli_exchange_io_uring(void **state)
 static void errors(const char *engine)
 {
 	struct tp_proc *a = start_or_skip(engine, NULL);
-	unsigned port = tl_closed_port();
+	unsigned port = tl_refused_port();
 	char want[128];
 
 	tp_put(a, "0123456789abcdef nobody\n");

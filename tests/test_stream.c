@@ -717,7 +717,7 @@ static void test_stream_recreate_same_address(void **state)
 
 static void test_stream_refused(void **state)
 {
-	const uint16_t port = tl_closed_port();
+	const uint16_t port = tl_refused_port();
 	const struct tl_event *ev;
 	struct tl_node *a, *v[1];
 	struct pm_stream s;

@@ -452,7 +452,8 @@ int tl_tcp_established_between(uint16_t pa, uint16_t pb)
 	return tl_tcp_established(ports, 2);
 }
 
-uint16_t tl_closed_port(void)
+/* A socket bound to a free loopback port, not listening; sets *port. */
+static int bind_free_port(uint16_t *port)
 {
 	struct sockaddr_in sa = { .sin_family = AF_INET };
 	socklen_t len = sizeof(sa);
@@ -463,8 +464,27 @@ uint16_t tl_closed_port(void)
 	assert_true(fd >= 0);
 	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	close(fd);
-	return ntohs(sa.sin_port);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+uint16_t tl_closed_port(void)
+{
+	uint16_t port;
+
+	close(bind_free_port(&port));
+	return port;
+}
+
+uint16_t tl_refused_port(void)
+{
+	uint16_t port;
+
+	/* Kept bound, never listening, until the process exits: a SYN gets
+	 * a reset, and no other process on this shared machine can take
+	 * the port between now and the dial (a closed port can be). */
+	(void)bind_free_port(&port);
+	return port;
 }
 
 size_t tl_rss_bytes(void)

@@ -141,8 +141,11 @@ struct tl_sock {
 int tl_tcp_sockets(const uint16_t *ports, size_t k, struct tl_sock *out,
 		   int max, int *machine);
 
-/* A 127.0.0.1 port nobody listens on (bound, then released). */
+/* A free 127.0.0.1 port (bound, then released): to listen on later. */
 uint16_t tl_closed_port(void);
+/* A 127.0.0.1 port where connects are refused: held bound, never
+ * listening, for the rest of the process. */
+uint16_t tl_refused_port(void);
 
 /* Resident set and peak resident set (VmHWM) of this process, in bytes. */
 size_t tl_rss_bytes(void);
