@@ -192,8 +192,9 @@ def throughput(res, sizes):
            "length-prefixed messages into writes of at least 1 MiB and "
            "reads into a 256 KiB buffer; "
            "ZeroMQ (PUSH/PULL) and NNG (pair1) send one message per call "
-           "with their default queues (ZeroMQ: high-water mark 1000; NNG: "
-           "no send or receive buffer). iperf3 (one stream, 1 MiB writes) "
+           "with queues of 1000 messages (ZeroMQ: its default high-water "
+           "mark; NNG: send and receive buffers set to 1000, from a default "
+           "of none). iperf3 (one stream, 1 MiB writes) "
            "runs at 1 MiB only and sends no messages: its msgs/s is MB/s "
            "over the size.",
            ""]

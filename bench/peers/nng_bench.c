@@ -74,16 +74,25 @@ static int nrecv(nng_socket s, void *buf, size_t cap, size_t *len)
 }
 
 /*
- * pair1 rejects messages over 1 MiB by default; the check is ours. The
- * send and receive buffers keep their defaults (0 messages), as ZeroMQ
- * keeps its high-water marks: each library as it comes.
+ * pair1 rejects messages over 1 MiB by default; the check is ours. NNG's
+ * send and receive buffers default to 0 messages, which makes every send
+ * wait for the receiver to take the message: about 20 k msgs/s whatever
+ * the size, a rendezvous rather than a stream. A user after throughput
+ * sets them, so they hold QUEUE_MSGS messages, as many as ZeroMQ's
+ * default high-water mark holds.
  */
+#define QUEUE_MSGS	1000
+
 static int open_pair(nng_socket *s)
 {
 	int r = nng_pair1_open(s);
 
 	if (!r)
 		r = nng_socket_set_size(*s, NNG_OPT_RECVMAXSZ, 0);
+	if (!r)
+		r = nng_socket_set_int(*s, NNG_OPT_SENDBUF, QUEUE_MSGS);
+	if (!r)
+		r = nng_socket_set_int(*s, NNG_OPT_RECVBUF, QUEUE_MSGS);
 	return r;
 }
 
