@@ -210,6 +210,8 @@ int route_send(struct pm_node *n, struct mesh_entry *e, const void *buf,
 	put_be64(f + FRAME_HDR + MESH_HDR + 8, e->rt_next++);
 	memcpy(f + FRAME_HDR + ROUTE_HDR, buf, len);
 	ring_produce(&e->rt, FRAME_HDR + ROUTE_HDR + (uint32_t)len);
+	n->st.msgs_out++;	/* as a direct send counts it: queued */
+	n->st.bytes_out += len;
 	pump(n, e, node_now_ms());
 	return 0;
 }

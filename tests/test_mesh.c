@@ -435,7 +435,7 @@ static void test_mesh_relay_chain(void **state)
 	struct pm_peer_info p;
 	struct tl_node *a, *b, *c;
 	struct pm_stats st;
-	uint64_t i, relayed0;
+	uint64_t i, relayed0, sent0, got0;
 	uint16_t ports[3];
 	struct mesh m;
 
@@ -456,6 +456,10 @@ static void test_mesh_relay_chain(void **state)
 		ports[i] = m.v[i]->port;
 	assert_int_equal(tl_tcp_established(ports, 3), 2);
 
+	stats(a, &st);
+	sent0 = st.msgs_out;
+	stats(c, &st);
+	got0 = st.msgs_in;
 	stats(b, &st);
 	relayed0 = st.relayed;
 	chk.from = a->id;
@@ -478,6 +482,11 @@ static void test_mesh_relay_chain(void **state)
 			 (unsigned long long)chk.first_bad);
 	assert_int_equal(chk.next, RELAY_MSGS);
 	assert_int_equal(b->msgs_seen, 0);
+	/* Routed messages count as the user's, at both ends. */
+	stats(a, &st);
+	assert_true(st.msgs_out - sent0 == RELAY_MSGS);
+	stats(c, &st);
+	assert_true(st.msgs_in - got0 == RELAY_MSGS);
 	stats(b, &st);
 	assert_true(st.relayed - relayed0 >= RELAY_MSGS);
 	assert_int_equal(st.dropped_no_route, 0);
