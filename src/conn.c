@@ -262,6 +262,17 @@ void conn_arm_recv(struct pm_node *n, struct conn *c)
 
 static void conn_fail(struct pm_node *n, struct conn *c, int err);
 
+/* The user closed slot and its CLOSE went out behind all it queued: the
+ * stream ends with nothing unsent. */
+static void close_written(struct pm_node *n, uint32_t slot)
+{
+	struct peer *p = &n->peers[slot];
+
+	p->tx.head = p->tx.tail;
+	p->tx_sent = 0;
+	peer_closed(n, slot, 0, p->close_reason);
+}
+
 static void start_drain(struct pm_node *n, struct conn *c)
 {
 	uint32_t slot = c->peer;
@@ -273,13 +284,8 @@ static void start_drain(struct pm_node *n, struct conn *c)
 	n->draining++;
 	/* The user's close of a live stream ends here: all was written
 	 * before CLOSE on this connection, so none of it is unsent. */
-	if (was_live && n->peers[slot].state == PEER_CLOSING) {
-		struct peer *p = &n->peers[slot];
-
-		p->tx.head = p->tx.tail;
-		p->tx_sent = 0;
-		peer_closed(n, slot, 0, p->close_reason);
-	}
+	if (was_live && n->peers[slot].state == PEER_CLOSING)
+		close_written(n, slot);
 	conn_arm_recv(n, c);
 }
 
@@ -408,11 +414,7 @@ void conn_abort(struct pm_node *n, struct conn *c)
 	else
 		conn_release(n, c);
 	if (close_done) {
-		struct peer *p = &n->peers[slot];
-
-		p->tx.head = p->tx.tail;
-		p->tx_sent = 0;
-		peer_closed(n, slot, 0, p->close_reason);
+		close_written(n, slot);
 		return;
 	}
 	/* A stream the user closed ends when its last connection does,

@@ -93,7 +93,6 @@ struct hello {
 long frame_decode(const uint8_t *buf, size_t avail, uint32_t max_payload,
 		  struct frame *f);
 
-
 /* Writes a whole HELLO frame (header + HELLO_LEN) at dst. */
 void hello_put(uint8_t *dst, const struct hello *h);
 
@@ -145,8 +144,6 @@ static inline uint64_t get_be64(const uint8_t *p)
 	return (uint64_t)get_be32(p) << 32 | get_be32(p + 4);
 }
 
-/* Writes an 8-byte frame header at dst. Inline: it is on every send's
- * path (a call was 2 % of a 64-byte sender's instructions). */
 /*
  * The receive hot path: the length of the whole frame at buf when it is a
  * complete, well-formed DATA frame (what frame_decode() would accept), else
@@ -169,6 +166,8 @@ static inline uint32_t frame_peek_data(const uint8_t *buf, uint32_t avail,
 	return FRAME_HDR + len;
 }
 
+/* Writes an 8-byte frame header at dst. Inline: it is on every send's
+ * path (a call was 2 % of a 64-byte sender's instructions). */
 static inline void frame_put_hdr(uint8_t *dst, uint8_t type, uint32_t len)
 {
 	put_be32(dst, len);
@@ -176,6 +175,17 @@ static inline void frame_put_hdr(uint8_t *dst, uint8_t type, uint32_t len)
 	dst[5] = 0;
 	dst[6] = 0;
 	dst[7] = 0;
+}
+
+/* Writes the 20-byte mesh header (layout above) at p. */
+static inline void mesh_put_hdr(uint8_t *p, uint64_t a, uint64_t b,
+				uint8_t hops, uint8_t ttl, uint16_t x)
+{
+	put_be64(p, a);
+	put_be64(p + 8, b);
+	p[16] = hops;
+	p[17] = ttl;
+	put_be16(p + 18, x);
 }
 
 #endif

@@ -24,7 +24,7 @@ static uint32_t hash_id(uint64_t id)
 	return (uint32_t)id;
 }
 
-static struct mesh_entry *entry_find(struct pm_node *n, uint64_t id)
+struct mesh_entry *mesh_entry_find(struct pm_node *n, uint64_t id)
 {
 	for (uint32_t h = hash_id(id) & n->mesh_hmask;; h = (h + 1) & n->mesh_hmask) {
 		uint32_t i = n->mesh_hash[h];
@@ -37,9 +37,9 @@ static struct mesh_entry *entry_find(struct pm_node *n, uint64_t id)
 }
 
 /* Finds or adds id; NULL when the table is full (the mesh outgrew it). */
-static struct mesh_entry *entry_get(struct pm_node *n, uint64_t id)
+struct mesh_entry *mesh_entry_get(struct pm_node *n, uint64_t id)
 {
-	struct mesh_entry *e = entry_find(n, id);
+	struct mesh_entry *e = mesh_entry_find(n, id);
 	uint32_t h;
 
 	if (e || !id)
@@ -55,16 +55,6 @@ static struct mesh_entry *entry_get(struct pm_node *n, uint64_t id)
 		;
 	n->mesh_hash[h] = n->mesh_used;
 	return e;
-}
-
-struct mesh_entry *mesh_entry_find(struct pm_node *n, uint64_t id)
-{
-	return entry_find(n, id);
-}
-
-struct mesh_entry *mesh_entry_get(struct pm_node *n, uint64_t id)
-{
-	return entry_get(n, id);
 }
 
 static uint64_t realtime_us(void)
@@ -93,7 +83,7 @@ int mesh_init(struct pm_node *n)
 	/* Sequences start from the clock so a restarted node's frames are
 	 * newer than anything its previous life sent. */
 	n->lsa_seq = n->bc_seq = n->rt_clock = realtime_us();
-	entry_get(n, n->id);	/* index 0: self */
+	mesh_entry_get(n, n->id);	/* index 0: self */
 	return 0;
 }
 
@@ -131,22 +121,6 @@ static socklen_t get_addr(const uint8_t *p, struct sockaddr_storage *out)
 	return addr_from_hello(&h, NULL, out);
 }
 
-static void put_hdr(uint8_t *p, uint64_t a, uint64_t b, uint8_t hops,
-		    uint8_t ttl, uint16_t x)
-{
-	put_be64(p, a);
-	put_be64(p + 8, b);
-	p[16] = hops;
-	p[17] = ttl;
-	put_be16(p + 18, x);
-}
-
-void mesh_put_hdr(uint8_t *p, uint64_t a, uint64_t b, uint8_t hops,
-		  uint8_t ttl, uint16_t x)
-{
-	put_hdr(p, a, b, hops, ttl, x);
-}
-
 static int links_cmp(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -172,11 +146,11 @@ static int send_links(struct pm_node *n, uint32_t slot,
 	if (r)
 		return r;
 	p = buf;
-	put_hdr(p, e->id, e->lsa_seq, 0, n->cfg.max_hops, (uint16_t)e->nlinks);
+	mesh_put_hdr(p, e->id, e->lsa_seq, 0, n->cfg.max_hops, (uint16_t)e->nlinks);
 	put_addr(p + MESH_HDR, &e->addr, e->addr_len);
 	p += MESH_HDR + MESH_ADDR;
 	for (uint32_t i = 0; i < e->nlinks; i++, p += LINK_ENTRY) {
-		struct mesh_entry *l = entry_find(n, e->links[i]);
+		struct mesh_entry *l = mesh_entry_find(n, e->links[i]);
 
 		put_be64(p, e->links[i]);
 		if (l)
@@ -188,17 +162,12 @@ static int send_links(struct pm_node *n, uint32_t slot,
 	return 0;
 }
 
-static bool is_neighbour(struct pm_node *n, uint32_t slot)
+bool mesh_is_neighbour(struct pm_node *n, uint32_t slot)
 {
 	/* A stream whose connection ended behind the peer's CLOSE only
 	 * delivers what it holds: no neighbour. */
 	return n->peers[slot].state == PEER_LIVE && n->peers[slot].id &&
 	       !n->peers[slot].rx_final;
-}
-
-bool mesh_is_neighbour(struct pm_node *n, uint32_t slot)
-{
-	return is_neighbour(n, slot);
 }
 
 /* Our own LINKS: the live neighbours, re-announced on every change. */
@@ -208,7 +177,7 @@ static void originate(struct pm_node *n)
 	uint32_t count = 0;
 
 	for (uint32_t i = 0; i < n->self; i++)
-		count += is_neighbour(n, i);
+		count += mesh_is_neighbour(n, i);
 	if (count > self->cap) {
 		uint64_t *l = realloc(self->links, count * sizeof(*l));
 
@@ -219,9 +188,9 @@ static void originate(struct pm_node *n)
 	}
 	self->nlinks = 0;
 	for (uint32_t i = 0; i < n->self; i++) {
-		if (!is_neighbour(n, i))
+		if (!mesh_is_neighbour(n, i))
 			continue;
-		struct mesh_entry *e = entry_get(n, n->peers[i].id);
+		struct mesh_entry *e = mesh_entry_get(n, n->peers[i].id);
 
 		self->links[self->nlinks++] = n->peers[i].id;
 		if (e && !e->addr_len && n->peers[i].has_addr) {
@@ -235,7 +204,7 @@ static void originate(struct pm_node *n)
 	self->addr_len = n->listen_len;
 	self->lsa_seq = ++n->lsa_seq;
 	for (uint32_t i = 0; i < n->self; i++)
-		if (is_neighbour(n, i) && send_links(n, i, self))
+		if (mesh_is_neighbour(n, i) && send_links(n, i, self))
 			n->peers[i].links_owed = n->mesh_owed = true;
 }
 
@@ -289,7 +258,7 @@ static void recompute(struct pm_node *n)
 		struct mesh_entry *u = &n->mesh[n->bfs[head++]];
 
 		for (uint32_t k = 0; k < u->nlinks; k++) {
-			struct mesh_entry *v = entry_find(n, u->links[k]);
+			struct mesh_entry *v = mesh_entry_find(n, u->links[k]);
 
 			if (!v || v == &n->mesh[0] || v->hops)
 				continue;
@@ -320,7 +289,7 @@ static void recompute(struct pm_node *n)
 
 void mesh_peer_up(struct pm_node *n, uint32_t slot)
 {
-	struct mesh_entry *e = entry_get(n, n->peers[slot].id);
+	struct mesh_entry *e = mesh_entry_get(n, n->peers[slot].id);
 
 	if (e)
 		e->direct_slot = slot;
@@ -338,7 +307,7 @@ void mesh_peer_up(struct pm_node *n, uint32_t slot)
  * while; do not dial it back in the meantime. */
 void mesh_peer_left(struct pm_node *n, uint64_t id)
 {
-	struct mesh_entry *e = entry_find(n, id);
+	struct mesh_entry *e = mesh_entry_find(n, id);
 
 	if (e)
 		e->dial_after_ms = node_now_ms() + 10000;
@@ -346,7 +315,7 @@ void mesh_peer_left(struct pm_node *n, uint64_t id)
 
 void mesh_peer_down(struct pm_node *n, uint32_t slot)
 {
-	struct mesh_entry *e = entry_find(n, n->peers[slot].id);
+	struct mesh_entry *e = mesh_entry_find(n, n->peers[slot].id);
 
 	if (e && e->direct_slot == slot)
 		e->direct_slot = NONE;
@@ -366,7 +335,7 @@ void mesh_turn(struct pm_node *n)
 	if (n->mesh_owed) {
 		n->mesh_owed = false;
 		for (uint32_t i = 0; i < n->self; i++)
-			if (n->peers[i].links_owed && is_neighbour(n, i))
+			if (n->peers[i].links_owed && mesh_is_neighbour(n, i))
 				send_table(n, i);
 	}
 	if (n->cfg.no_auto_connect || n->mesh_used < 2)
@@ -385,7 +354,7 @@ void mesh_turn(struct pm_node *n)
 static void report_unreachable(struct pm_node *n, uint64_t origin,
 			       uint64_t target)
 {
-	struct mesh_entry *e = entry_find(n, origin);
+	struct mesh_entry *e = mesh_entry_find(n, origin);
 	uint8_t *p;
 	void *buf;
 
@@ -404,7 +373,7 @@ static void report_unreachable(struct pm_node *n, uint64_t origin,
 	    peer_reserve(n, e->next_slot, MESH_HDR + 8, &buf))
 		return;
 	p = buf;
-	put_hdr(p, n->id, origin, 0, n->cfg.max_hops, 0);
+	mesh_put_hdr(p, n->id, origin, 0, n->cfg.max_hops, 0);
 	put_be64(p + MESH_HDR, target);
 	peer_commit(n, e->next_slot, FRAME_UNREACH, MESH_HDR + 8);
 }
@@ -423,7 +392,7 @@ static void count_relayed(struct pm_node *n, uint32_t next, uint8_t type)
 static int forward(struct pm_node *n, uint32_t from, const struct frame *f,
 		   uint64_t origin, uint64_t dst)
 {
-	struct mesh_entry *e = entry_find(n, dst);
+	struct mesh_entry *e = mesh_entry_find(n, dst);
 	uint32_t next;
 	void *buf;
 	int r;
@@ -435,7 +404,7 @@ static int forward(struct pm_node *n, uint32_t from, const struct frame *f,
 		return 0;
 	}
 	next = e ? e->direct_slot : NONE;
-	if (next == NONE || !is_neighbour(n, next))
+	if (next == NONE || !mesh_is_neighbour(n, next))
 		next = e ? e->next_slot : NONE;
 	if (next == NONE || next == from) {
 		n->st.dropped_no_route++;
@@ -471,7 +440,7 @@ static int forward(struct pm_node *n, uint32_t from, const struct frame *f,
 static int flood_room(struct pm_node *n, uint32_t from, uint32_t len)
 {
 	for (uint32_t i = 0; i < n->self; i++) {
-		if (i == from || !is_neighbour(n, i))
+		if (i == from || !mesh_is_neighbour(n, i))
 			continue;
 		if (n->peers[i].reserved ||
 		    ring_free(&n->peers[i].tx) < FRAME_HDR + len) {
@@ -487,7 +456,7 @@ static void flood(struct pm_node *n, uint32_t from, const struct frame *f)
 	for (uint32_t i = 0; i < n->self; i++) {
 		void *buf;
 
-		if (i == from || !is_neighbour(n, i))
+		if (i == from || !mesh_is_neighbour(n, i))
 			continue;
 		if (peer_reserve(n, i, f->len, &buf))
 			continue;	/* room was checked: only a reservation */
@@ -548,7 +517,7 @@ static int on_flood(struct pm_node *n, uint32_t from, const struct frame *f,
 	struct mesh_entry *e;
 	int r;
 
-	if (origin == n->id || !(e = entry_get(n, origin)) ||
+	if (origin == n->id || !(e = mesh_entry_get(n, origin)) ||
 	    !window_new(e, seq, false)) {
 		n->st.duplicates_dropped++;
 		return 0;
@@ -572,7 +541,7 @@ static int on_links(struct pm_node *n, uint32_t from, const struct frame *f,
 
 	if (f->len != MESH_HDR + MESH_ADDR + (size_t)count * LINK_ENTRY)
 		return -EBADMSG;
-	if (origin == n->id || !(e = entry_get(n, origin)) ||
+	if (origin == n->id || !(e = mesh_entry_get(n, origin)) ||
 	    seq <= e->lsa_seq)
 		return 0;	/* old news */
 	if (f->payload[17] > 1 && flood_room(n, from, f->len))
@@ -599,7 +568,7 @@ static int on_links(struct pm_node *n, uint32_t from, const struct frame *f,
 
 	for (uint32_t i = 0; i < count; i++, p += LINK_ENTRY) {
 		uint64_t id = get_be64(p);
-		struct mesh_entry *l = entry_get(n, id);
+		struct mesh_entry *l = mesh_entry_get(n, id);
 
 		e->links[e->nlinks++] = id;
 		len = get_addr(p + 8, &ss);
@@ -670,8 +639,8 @@ int pm_send_to(struct pm_node *n, uint64_t id, const void *buf, size_t len)
 		return pm_send(n, handle_of(n, n->self), buf, len);
 	if (n->mesh_dirty)
 		mesh_turn(n);
-	e = entry_find(n, id);
-	live = e && e->direct_slot != NONE && is_neighbour(n, e->direct_slot) ?
+	e = mesh_entry_find(n, id);
+	live = e && e->direct_slot != NONE && mesh_is_neighbour(n, e->direct_slot) ?
 	       e->direct_slot : NONE;
 	/*
 	 * One path at a time per destination, so that messages keep their
@@ -715,7 +684,7 @@ int pm_broadcast(struct pm_node *n, const void *buf, size_t len)
 	if (len + MESH_HDR > n->cfg.max_message)
 		return -EMSGSIZE;
 	for (uint32_t i = 0; i < n->self; i++) {
-		if (!is_neighbour(n, i))
+		if (!mesh_is_neighbour(n, i))
 			continue;
 		if (n->peers[i].reserved ||
 		    ring_free(&n->peers[i].tx) < FRAME_HDR + MESH_HDR + len) {
@@ -727,10 +696,10 @@ int pm_broadcast(struct pm_node *n, const void *buf, size_t len)
 	for (uint32_t i = 0; i < n->self; i++) {
 		void *dst;
 
-		if (!is_neighbour(n, i) ||
+		if (!mesh_is_neighbour(n, i) ||
 		    peer_reserve(n, i, MESH_HDR + len, &dst))
 			continue;
-		put_hdr(dst, n->id, seq, 0, n->cfg.max_hops, 0);
+		mesh_put_hdr(dst, n->id, seq, 0, n->cfg.max_hops, 0);
 		memcpy((uint8_t *)dst + MESH_HDR, buf, len);
 		peer_commit(n, i, FRAME_FLOOD, MESH_HDR + len);
 		sent++;
@@ -760,7 +729,7 @@ int pm_mesh_peers(struct pm_node *n, struct pm_peer_info *out, size_t max)
 			if (e->addr_len)
 				addr_format((struct sockaddr *)&e->addr,
 					    o->addr, sizeof(o->addr));
-			o->direct = slot != NONE && is_neighbour(n, slot);
+			o->direct = slot != NONE && mesh_is_neighbour(n, slot);
 			o->reachable = e->next_slot != NONE;
 			o->hops = e->hops;
 			if (e->next_slot != NONE)

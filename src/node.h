@@ -331,8 +331,6 @@ void mesh_turn(struct pm_node *n);
 struct mesh_entry *mesh_entry_find(struct pm_node *n, uint64_t id);
 struct mesh_entry *mesh_entry_get(struct pm_node *n, uint64_t id);
 bool mesh_is_neighbour(struct pm_node *n, uint32_t slot);
-void mesh_put_hdr(uint8_t *p, uint64_t a, uint64_t b, uint8_t hops,
-		  uint8_t ttl, uint16_t x);
 int mesh_deliver(struct pm_node *n, uint32_t from, const struct frame *f,
 		 uint64_t origin, uint32_t hdr, uint32_t flags);
 

@@ -185,7 +185,6 @@ int route_send(struct pm_node *n, struct mesh_entry *e, const void *buf,
 		r = ring_map(&e->rt, n->cfg.ring_size);
 		if (r)
 			return r;
-		e->rt_via = NONE;
 	}
 	if (ring_free(&e->rt) < FRAME_HDR + ROUTE_HDR + len) {
 		e->rt_want_writable = true;

@@ -1409,6 +1409,16 @@ void peer_commit(struct pm_node *n, uint32_t slot, uint8_t type, size_t len)
 	tx_queued(n, slot, was_used);
 }
 
+/* The user's messages queued on p, for the node's and the stream's stats. */
+static void count_sent(struct pm_node *n, struct peer *p, uint64_t msgs,
+		       uint64_t bytes)
+{
+	n->st.msgs_out += msgs;
+	n->st.bytes_out += bytes;
+	p->msgs_out += msgs;
+	p->bytes_out += bytes;
+}
+
 int pm_reserve(struct pm_node *n, struct pm_stream s, size_t len, void **buf)
 {
 	uint32_t slot;
@@ -1431,10 +1441,7 @@ int pm_commit(struct pm_node *n, struct pm_stream s, size_t len)
 	if (!p->reserved || len > p->reserve_len)
 		return -EINVAL;
 	peer_commit(n, slot, FRAME_DATA, len);
-	n->st.msgs_out++;
-	n->st.bytes_out += len;
-	p->msgs_out++;
-	p->bytes_out += len;
+	count_sent(n, p, 1, len);
 	return 0;
 }
 
@@ -1498,10 +1505,7 @@ int pm_sendv(struct pm_node *n, struct pm_stream s, const struct iovec *msgs,
 	}
 	ring_produce(&p->tx, (uint32_t)(bytes + FRAME_HDR * i));
 	tx_queued(n, slot, was_used);
-	n->st.msgs_out += i;
-	n->st.bytes_out += bytes;
-	p->msgs_out += i;
-	p->bytes_out += bytes;
+	count_sent(n, p, i, bytes);
 	return (int)i;
 }
 
