@@ -74,7 +74,9 @@ static bool json_has(const char *js, const char *key, const char *val)
 }
 
 /* One short run; skips the case when it cannot run here. */
-static void bench(const char *scenario, const char *engine, char *out)
+/* Runs `pairmesh bench SCENARIO EXTRA --engine E --seconds 1 --json`. */
+static void bench(const char *scenario, const char *extra, const char *engine,
+		  char *out)
 {
 	char args[256];
 	double size;
@@ -84,8 +86,9 @@ static void bench(const char *scenario, const char *engine, char *out)
 		print_message("skipped: %s\n", no_bench);
 		skip();
 	}
-	snprintf(args, sizeof(args), "bench %s --engine %s --seconds 1 --json",
-		 scenario, engine);
+	snprintf(args, sizeof(args),
+		 "bench %s %s --engine %s --seconds 1 --json", scenario, extra,
+		 engine);
 	st = run(args, out, OUT_CAP);
 	if (st == 1 && strstr(out, "io_uring is refused")) {
 		print_message("skipped: io_uring refused here\n");
@@ -122,7 +125,7 @@ static void throughput(const char *engine)
 	char out[OUT_CAP];
 	double v;
 
-	bench("throughput", engine, out);
+	bench("throughput", "", engine, out);
 	check_rate(out);
 	assert_false(json_num(out, "p50_us", &v));	/* null */
 }
@@ -132,7 +135,7 @@ static void latency(const char *engine)
 	char out[OUT_CAP];
 	double p50, p99, p999;
 
-	bench("latency", engine, out);
+	bench("latency", "", engine, out);
 	check_rate(out);
 	assert_true(json_num(out, "p50_us", &p50));
 	assert_true(json_num(out, "p99_us", &p99));
@@ -146,12 +149,107 @@ static void relay(const char *engine)
 	char out[OUT_CAP];
 	double v;
 
-	bench("relay", engine, out);
+	bench("relay", "", engine, out);
 	check_rate(out);
 	assert_true(json_num(out, "direct_msgs_per_s", &v));
 	assert_true(v > 0);
 	assert_true(json_num(out, "ratio", &v));
 	assert_true(v > 0);
+}
+
+/* The scenarios make bench runs at scale, here small: they work and say
+ * what they measured. */
+static void fanin(const char *engine)
+{
+	char out[OUT_CAP];
+	double v;
+
+	bench("fanin", "--peers 20", engine, out);
+	check_rate(out);
+	assert_true(json_num(out, "peers", &v));
+	assert_true(v == 20);
+	assert_true(json_num(out, "hub_cpu_ns_per_msg", &v));
+	assert_true(v > 0);
+}
+
+static void mesh(const char *engine)
+{
+	char out[OUT_CAP];
+	double v;
+
+	bench("mesh", "--nodes 3", engine, out);
+	check_rate(out);
+	assert_true(json_num(out, "nodes", &v));
+	assert_true(v == 3);
+}
+
+static void scale(const char *engine)
+{
+	char out[OUT_CAP];
+	double v;
+
+	bench("scale", "--peers 50", engine, out);
+	assert_true(json_num(out, "peers", &v));
+	assert_true(v == 50);
+	assert_true(json_num(out, "msgs_per_s", &v));	/* connections/s */
+	assert_true(v > 0);
+	assert_true(json_num(out, "connect_s", &v));
+	assert_true(v > 0);
+	assert_true(json_num(out, "rss_kib_per_peer", &v));
+	assert_true(v > 0);
+}
+
+static void slow(const char *engine)
+{
+	char out[OUT_CAP];
+	double v;
+
+	bench("slow", "", engine, out);
+	check_rate(out);
+	assert_true(json_num(out, "peak_rss_kib_sender", &v));
+	assert_true(v > 0);
+	assert_true(json_num(out, "peak_rss_kib_receiver", &v));
+	assert_true(v > 0);
+}
+
+static void test_bench_fanin_epoll(void **state)
+{
+	fanin("epoll");
+}
+
+static void test_bench_fanin_io_uring(void **state)
+{
+	fanin("io_uring");
+}
+
+static void test_bench_mesh_epoll(void **state)
+{
+	mesh("epoll");
+}
+
+static void test_bench_mesh_io_uring(void **state)
+{
+	mesh("io_uring");
+}
+
+static void test_bench_scale_epoll(void **state)
+{
+	scale("epoll");
+}
+
+static void test_bench_scale_io_uring(void **state)
+{
+	scale("io_uring");
+}
+
+static void test_bench_slow_epoll(void **state)
+{
+	slow("epoll");
+}
+
+static void test_bench_slow_io_uring(void **state)
+{
+	slow("io_uring");
 }
 
 static void test_bench_latency_epoll(void **state)
@@ -228,10 +326,18 @@ static int setup(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bench_fanin_epoll),
+		cmocka_unit_test(test_bench_fanin_io_uring),
 		cmocka_unit_test(test_bench_latency_epoll),
 		cmocka_unit_test(test_bench_latency_io_uring),
+		cmocka_unit_test(test_bench_mesh_epoll),
+		cmocka_unit_test(test_bench_mesh_io_uring),
 		cmocka_unit_test(test_bench_relay_epoll),
 		cmocka_unit_test(test_bench_relay_io_uring),
+		cmocka_unit_test(test_bench_scale_epoll),
+		cmocka_unit_test(test_bench_scale_io_uring),
+		cmocka_unit_test(test_bench_slow_epoll),
+		cmocka_unit_test(test_bench_slow_io_uring),
 		cmocka_unit_test(test_bench_throughput_epoll),
 		cmocka_unit_test(test_bench_throughput_io_uring),
 		cmocka_unit_test(test_bench_usage),
